@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 
 VLLM_VENV ?= .venv-vllm
 
-.PHONY: install vllm-parser test lint typecheck unit
+.PHONY: install vllm-parser vllm-flags test lint typecheck unit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +32,9 @@ unit:
 	$(BIN)/python -m pytest
 
 test: install vllm-parser lint typecheck unit
+
+# The `vllm serve` flag table the preview checks user arguments against, from vLLM's own parser
+# (tests/vllm_serve/test_flags.py fails when the committed table drifts from it).
+vllm-flags: vllm-parser
+	VLLM_TARGET_DEVICE=cpu $(VLLM_VENV)/bin/python infra/vllm/flag_table_dump.py > infra/vllm/serve-flags.tsv.tmp
+	mv infra/vllm/serve-flags.tsv.tmp "infra/vllm/serve-flags-$$($(BIN)/python -c 'from infra.versions import VLLM_VERSION; print(VLLM_VERSION)').tsv"

@@ -1,4 +1,4 @@
-"""llm-serving: settings -> plan -> components -> exports.
+"""llm-serving: settings -> plans -> components -> exports.
 
 `pulumi up` runs this file; `python -m infra render` runs it too, under Pulumi's mock runtime.
 """
@@ -8,40 +8,28 @@ import pulumi_aws as aws
 
 from infra import program
 from infra.components.cluster import Cluster
-from infra.components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs
+from infra.components.gpu_node_pool import GpuNodePool
 from infra.components.model_cache import ModelCache
+from infra.components.serving_endpoint import ServingEndpoint
 from infra.components.serving_image import ServingImage
 from infra.components.serving_secrets import ServingSecrets, ServingSecretsArgs
-from infra.config import check_plan_cost, load_settings
+from infra.components.vllm_service import VllmService
+from infra.config import load_settings
+from infra.kubernetes.vllm_workload import workload_name
 
 with program.user_errors():
     settings = load_settings()
-    plan = program.build_plan(settings)
-    cost_at_max = check_plan_cost(settings, plan)
-    nvme_gb = program.local_nvme_gb(plan.instance_type)
-pulumi.log.info(program.describe_plan(settings, plan, cost_at_max))
+    plans = program.build_plans(settings)
+    cost_at_max = program.check_plan_cost(settings, plans)
+pulumi.log.info(program.describe_plans(settings, plans, cost_at_max))
 
 aws_provider = aws.Provider(f"{settings.name}-aws", region=settings.region)
 cluster = Cluster(
     settings.name,
-    program.cluster_args(settings, plan),
+    program.cluster_args(settings, plans),
     opts=pulumi.ResourceOptions(providers={"aws": aws_provider}),
 )
 on_cluster = pulumi.ResourceOptions(providers={"aws": aws_provider, "kubernetes": cluster.provider})
-
-gpu_pool = GpuNodePool(
-    f"{settings.name}-gpu",
-    GpuNodePoolArgs.from_plan(
-        plan,
-        max_replicas=settings.replicas.max,
-        local_nvme_gb=nvme_gb,
-        cluster_name=cluster.cluster_name,
-        node_role=cluster.karpenter_node_role,
-        tags=settings.tags,
-        depends_on=cluster.ready,
-    ),
-    opts=on_cluster,
-)
 secrets = ServingSecrets(
     f"{settings.name}-secrets",
     ServingSecretsArgs(
@@ -57,30 +45,87 @@ image = ServingImage(
     program.serving_image_args(settings),
     opts=pulumi.ResourceOptions(providers={"aws": aws_provider}),
 )
-model_cache = ModelCache(
-    f"{settings.name}-model-cache",
-    program.model_cache_args(
-        settings,
-        plan,
-        cluster_name=cluster.cluster_name,
-        namespace=cluster.workload_namespace,
-        image=image.image_ref,
-        hf_token_secret_name=secrets.hf_token_secret_name,
-    ),
-    opts=on_cluster,
+cache_args = program.model_cache_args(
+    settings, cluster_name=cluster.cluster_name, namespace=cluster.workload_namespace
+)
+model_cache = ModelCache(f"{settings.name}-model-cache", cache_args, opts=on_cluster)
+wiring = program.ServiceWiring(
+    namespace=cluster.workload_namespace,
+    image=image.image_ref,
+    bucket=model_cache.bucket_name,
+    reader_service_account=cache_args.reader_service_account,
+    writer_service_account=cache_args.writer_service_account,
+    api_key_secret_name=secrets.api_key_secret_name,
+    hf_token_secret_name=secrets.hf_token_secret_name,
 )
 
-pulumi.export("plan", program.plan_summary(settings, plan, cost_at_max))
+services: dict[str, VllmService] = {}
+filled: dict[
+    tuple[str, str], VllmService
+] = {}  # one fill Job per cache entry, however many revisions read it
+with program.user_errors():
+    for index, revision in enumerate(settings.revisions):
+        plan = plans[revision.name]
+        pool = GpuNodePool(
+            f"{settings.name}-gpu-{revision.name}",
+            program.gpu_pool_args(
+                settings,
+                revision,
+                plan,
+                cluster_name=cluster.cluster_name,
+                node_role=cluster.karpenter_node_role,
+                install_device_plugin=index == 0,
+                depends_on=cluster.ready,
+            ),
+            opts=on_cluster,
+        )
+        entry = (plan.model, revision.model_revision)
+        filler = filled.get(entry)
+        service = VllmService(
+            f"{settings.name}-{revision.name}",
+            program.vllm_service_args(
+                settings,
+                revision,
+                plan,
+                wiring,
+                node_selector=pool.node_selector,
+                tolerations=pool.tolerations,
+                fill_cache=filler is None,
+                fill_after=model_cache.writer_ready,
+                serve_after=[
+                    *model_cache.reader_ready,
+                    pool,
+                    *([filler.fill_job] if filler and filler.fill_job else []),
+                ],
+            ),
+            opts=on_cluster,
+        )
+        filled.setdefault(entry, service)
+        services[revision.name] = service
+
+    endpoint = ServingEndpoint(
+        f"{settings.name}-endpoint",
+        program.endpoint_args(
+            settings,
+            {name: workload_name(name) for name in services},
+            cluster_name=cluster.cluster_name,
+            vpc_id=cluster.vpc_id,
+            namespace=cluster.workload_namespace,
+            load_balancer_cidrs=cluster.load_balancer_cidrs,
+            depends_on=[*cluster.ready, *services.values()],
+        ),
+        opts=on_cluster,
+    )
+
+pulumi.export("plan", program.plan_summary(settings, plans, cost_at_max))
+pulumi.export("endpointUrl", endpoint.url)
+pulumi.export("apiKey", secrets.api_key)
+pulumi.export("servedModels", program.served_models(settings, plans))
 pulumi.export("clusterName", cluster.cluster_name)
 pulumi.export("kubeconfig", cluster.kubeconfig)
 pulumi.export("namespace", cluster.workload_namespace)
-pulumi.export("gpuNodeSelector", gpu_pool.node_selector)
+pulumi.export("services", {name: service.service_name for name, service in services.items()})
 pulumi.export("modelCacheBucket", model_cache.bucket_name)
-pulumi.export("modelCacheReaderServiceAccount", model_cache.reader_service_account)
-pulumi.export("modelCacheWriterServiceAccount", model_cache.writer_service_account)
-pulumi.export("modelCacheFillJob", model_cache.fill_job_name)
 pulumi.export("servingImage", image.image_ref)
-pulumi.export("servingCachePatch", model_cache.serving_pod_patch.apply(program.patch_export))
-pulumi.export("apiKey", secrets.api_key)
 pulumi.export("apiKeySecretName", secrets.api_key_secret_name)
 pulumi.export("hfTokenSecretName", secrets.hf_token_secret_name)

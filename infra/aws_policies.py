@@ -402,3 +402,166 @@ def _account_of(arn: str) -> str:
     """The account of an ARN, or `*` while the ARN is not known yet (render placeholders)."""
     parts = arn.split(":")
     return parts[4] if len(parts) > 5 and parts[0] == "arn" and parts[4].isdigit() else "*"
+
+
+# The AWS Load Balancer Controller's permissions, as its project publishes them for v2.x/v3.x
+# (docs/install/iam_policy.json), grouped by purpose. Writes are limited to what the controller tagged
+# with its cluster tag (elbv2.k8s.aws/cluster); only lookups, listeners/rules (which live under the
+# controller's own load balancers) and target registration are unconditional.
+_LBC_DESCRIBE = [
+    "iam:CreateServiceLinkedRole",
+    "ec2:DescribeAccountAttributes", "ec2:DescribeAddresses", "ec2:DescribeAvailabilityZones",
+    "ec2:DescribeInternetGateways", "ec2:DescribeVpcs", "ec2:DescribeVpcPeeringConnections",
+    "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:DescribeInstances",
+    "ec2:DescribeNetworkInterfaces", "ec2:DescribeTags", "ec2:DescribeCoipPools", "ec2:DescribeRouteTables",
+    "ec2:DescribeIpamPools", "ec2:GetCoipPoolUsage", "ec2:GetSecurityGroupsForVpc",
+    "elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeLoadBalancerAttributes",
+    "elasticloadbalancing:DescribeListeners", "elasticloadbalancing:DescribeListenerCertificates",
+    "elasticloadbalancing:DescribeListenerAttributes", "elasticloadbalancing:DescribeSSLPolicies",
+    "elasticloadbalancing:DescribeRules", "elasticloadbalancing:DescribeTargetGroups",
+    "elasticloadbalancing:DescribeTargetGroupAttributes", "elasticloadbalancing:DescribeTargetHealth",
+    "elasticloadbalancing:DescribeTags", "elasticloadbalancing:DescribeTrustStores",
+    "elasticloadbalancing:DescribeCapacityReservation",
+]  # fmt: skip
+_LBC_INTEGRATIONS = [
+    "cognito-idp:DescribeUserPoolClient", "acm:ListCertificates", "acm:DescribeCertificate",
+    "iam:ListServerCertificates", "iam:GetServerCertificate",
+    "waf-regional:GetWebACL", "waf-regional:GetWebACLForResource", "waf-regional:AssociateWebACL",
+    "waf-regional:DisassociateWebACL", "wafv2:GetWebACL", "wafv2:GetWebACLForResource",
+    "wafv2:AssociateWebACL", "wafv2:DisassociateWebACL",
+    "shield:GetSubscriptionState", "shield:DescribeProtection", "shield:CreateProtection",
+    "shield:DeleteProtection",
+]  # fmt: skip
+_LBC_MANAGE_TAGGED = [
+    "elasticloadbalancing:ModifyLoadBalancerAttributes", "elasticloadbalancing:SetIpAddressType",
+    "elasticloadbalancing:SetSecurityGroups", "elasticloadbalancing:SetSubnets",
+    "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:ModifyTargetGroup",
+    "elasticloadbalancing:ModifyTargetGroupAttributes", "elasticloadbalancing:DeleteTargetGroup",
+    "elasticloadbalancing:ModifyListenerAttributes", "elasticloadbalancing:ModifyCapacityReservation",
+    "elasticloadbalancing:ModifyIpPools",
+]  # fmt: skip
+
+
+def load_balancer_controller_policy() -> Document:
+    """What the AWS Load Balancer Controller needs to run the stack's ALB (and nothing it did not create)."""
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {"Sid": "Describe", "Effect": "Allow", "Action": _LBC_DESCRIBE, "Resource": "*"},
+            {"Sid": "Integrations", "Effect": "Allow", "Action": _LBC_INTEGRATIONS, "Resource": "*"},
+            {
+                "Sid": "SecurityGroups",
+                "Effect": "Allow",
+                "Action": [
+                    "ec2:AuthorizeSecurityGroupIngress",
+                    "ec2:RevokeSecurityGroupIngress",
+                    "ec2:CreateSecurityGroup",
+                ],
+                "Resource": "*",
+            },
+            {
+                "Sid": "TagNewSecurityGroups",
+                "Effect": "Allow",
+                "Action": ["ec2:CreateTags"],
+                "Resource": "arn:aws:ec2:*:*:security-group/*",
+                "Condition": {
+                    "StringEquals": {"ec2:CreateAction": "CreateSecurityGroup"},
+                    "Null": {"aws:RequestTag/elbv2.k8s.aws/cluster": "false"},
+                },
+            },
+            {
+                "Sid": "RetagOwnSecurityGroups",
+                "Effect": "Allow",
+                "Action": ["ec2:CreateTags", "ec2:DeleteTags"],
+                "Resource": "arn:aws:ec2:*:*:security-group/*",
+                "Condition": {
+                    "Null": {
+                        "aws:RequestTag/elbv2.k8s.aws/cluster": "true",
+                        "aws:ResourceTag/elbv2.k8s.aws/cluster": "false",
+                    }
+                },
+            },
+            {
+                "Sid": "ManageOwnSecurityGroups",
+                "Effect": "Allow",
+                "Action": [
+                    "ec2:AuthorizeSecurityGroupIngress",
+                    "ec2:RevokeSecurityGroupIngress",
+                    "ec2:DeleteSecurityGroup",
+                ],
+                "Resource": "*",
+                "Condition": {"Null": {"aws:ResourceTag/elbv2.k8s.aws/cluster": "false"}},
+            },
+            {
+                "Sid": "CreateTaggedLoadBalancers",
+                "Effect": "Allow",
+                "Action": [
+                    "elasticloadbalancing:CreateLoadBalancer",
+                    "elasticloadbalancing:CreateTargetGroup",
+                ],
+                "Resource": "*",
+                "Condition": {"Null": {"aws:RequestTag/elbv2.k8s.aws/cluster": "false"}},
+            },
+            {
+                "Sid": "ListenersAndRules",
+                "Effect": "Allow",
+                "Action": [
+                    "elasticloadbalancing:CreateListener",
+                    "elasticloadbalancing:DeleteListener",
+                    "elasticloadbalancing:CreateRule",
+                    "elasticloadbalancing:DeleteRule",
+                    "elasticloadbalancing:ModifyListener",
+                    "elasticloadbalancing:AddListenerCertificates",
+                    "elasticloadbalancing:RemoveListenerCertificates",
+                    "elasticloadbalancing:ModifyRule",
+                    "elasticloadbalancing:SetWebAcl",
+                ],
+                "Resource": "*",
+            },
+            {
+                "Sid": "TagOwnLoadBalancers",
+                "Effect": "Allow",
+                "Action": ["elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"],
+                "Resource": [
+                    "arn:aws:elasticloadbalancing:*:*:targetgroup/*/*",
+                    "arn:aws:elasticloadbalancing:*:*:loadbalancer/net/*/*",
+                    "arn:aws:elasticloadbalancing:*:*:loadbalancer/app/*/*",
+                ],
+                "Condition": {
+                    "Null": {
+                        "aws:RequestTag/elbv2.k8s.aws/cluster": "true",
+                        "aws:ResourceTag/elbv2.k8s.aws/cluster": "false",
+                    }
+                },
+            },
+            {
+                "Sid": "TagOnCreate",
+                "Effect": "Allow",
+                "Action": ["elasticloadbalancing:AddTags"],
+                "Resource": [
+                    "arn:aws:elasticloadbalancing:*:*:targetgroup/*/*",
+                    "arn:aws:elasticloadbalancing:*:*:loadbalancer/net/*/*",
+                    "arn:aws:elasticloadbalancing:*:*:loadbalancer/app/*/*",
+                ],
+                "Condition": {
+                    "StringEquals": {
+                        "elasticloadbalancing:CreateAction": ["CreateTargetGroup", "CreateLoadBalancer"]
+                    },
+                    "Null": {"aws:RequestTag/elbv2.k8s.aws/cluster": "false"},
+                },
+            },
+            {
+                "Sid": "ManageOwnLoadBalancers",
+                "Effect": "Allow",
+                "Action": _LBC_MANAGE_TAGGED,
+                "Resource": "*",
+                "Condition": {"Null": {"aws:ResourceTag/elbv2.k8s.aws/cluster": "false"}},
+            },
+            {
+                "Sid": "Targets",
+                "Effect": "Allow",
+                "Action": ["elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"],
+                "Resource": "arn:aws:elasticloadbalancing:*:*:targetgroup/*/*",
+            },
+        ],
+    }

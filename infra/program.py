@@ -1,26 +1,38 @@
-"""The glue `__main__.py` calls: planning from settings, user errors as one line, and component args.
+"""The glue `__main__.py` calls: plans per revision from settings, their cost, user errors as one line, and
+the components' args.
 
-Kept out of `__main__.py` so the root program reads as settings -> plan -> components -> exports, and so
+Kept out of `__main__.py` so the root program reads as settings -> plans -> components -> exports, and so
 tests can call each step. Nothing here reads config or creates resources.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pulumi
 
 from infra.components.cluster import ClusterArgs, ClusterMode
+from infra.components.gpu_node_pool import GpuNodePoolArgs
 from infra.components.model_cache import ModelCacheArgs
+from infra.components.serving_endpoint import ServingEndpointArgs
 from infra.components.serving_image import ServingImageArgs
-from infra.config import StackSettings
+from infra.components.vllm_service import VllmServiceArgs
+from infra.config import Revision, StackSettings
 from infra.errors import UserError
 from infra.kubernetes import serving_cache
-from infra.kubernetes.model_cache import LoadMode, ServingPodPatch
-from infra.sizing.plan import ServingPlan
+from infra.kubernetes.endpoint import Backend
+from infra.kubernetes.model_cache import LoadMode
+from infra.kubernetes.nodepools import max_nodes, node_cost_per_hour
+from infra.kubernetes.serving_cache import RevisionCache
+from infra.kubernetes.vllm_workload import SURGE, InstanceShape
+from infra.sizing.gpus import load_catalog
+from infra.sizing.models import load_model
+from infra.sizing.plan import Constraints, ServingPlan, Workload
+from infra.sizing.planner import plan_serving
+from infra.vllm.args import serve_args
 
 
 def one_line(error: UserError) -> UserError:
@@ -42,72 +54,199 @@ def user_errors() -> Iterator[None]:
 
 
 # The planner names its inputs by their Workload/Constraints fields; the stack file by its config keys.
+# Both directions live here: planner_inputs builds the one, as_config_error maps errors back to the other.
 PLANNER_TO_CONFIG_KEYS = {
     "instance_types": "instanceTypes",
     "capacity_type": "capacityType",
     "max_model_len": "maxModelLen",
     "kv_cache_dtype": "kvCacheDtype",
+    "dtype": "dtype",
+    "quantization": "quantization",
+    "gpus": "gpus",
+    "concurrency": "concurrency",
 }
 
 
-def as_config_error(error: UserError) -> UserError:
-    """The planner's error, naming the config key a stack author can change."""
+def planner_inputs(settings: StackSettings, revision: Revision) -> tuple[Workload, Constraints]:
+    """What the planner sizes for one revision, and where it may run."""
+    workload = Workload(
+        max_model_len=revision.max_model_len or None,
+        concurrency=revision.concurrency,
+        dtype=None if revision.dtype == "auto" else revision.dtype,
+        quantization=revision.quantization or None,
+        kv_cache_dtype=revision.kv_cache_dtype,
+    )
+    constraints = Constraints(
+        gpus=revision.gpus,
+        instance_types=revision.instance_types,
+        capacity_type=settings.capacity_type,
+        region=settings.region,
+    )
+    return workload, constraints
+
+
+def as_config_error(error: UserError, revision: Revision) -> UserError:
+    """The planner's error, naming the config key a stack author changes for this revision."""
     key = PLANNER_TO_CONFIG_KEYS.get(error.key or "")
     if key and str(error).startswith(f"{error.key}: "):
-        error.args = (f"{key}: {str(error).removeprefix(f'{error.key}: ')}",)
-        error.key = key
+        message = str(error).removeprefix(f"{error.key}: ")
+        config_key = key if key == "capacityType" else revision.key(key)
+        error.args = (f"{config_key}: {message}",)
+        error.key = config_key
+    elif revision.index is not None and error.key in (None, "model"):
+        # a listed revision's model could not be planned: say which revision
+        error.args = (f"{revision.key('model')}: {str(error).removeprefix('model: ')}",)
+        error.key = revision.key("model")
     return error
 
 
-def build_plan(settings: StackSettings) -> ServingPlan:
-    """Ask the planner for the stack's model, workload and constraints."""
-    from infra.sizing.models import load_model
-    from infra.sizing.planner import plan_serving
-
+def build_plan(settings: StackSettings, revision: Revision) -> ServingPlan:
+    """Ask the planner for one revision's model, workload and constraints."""
     try:
-        model = load_model(settings.model, revision=settings.model_revision)
-        return plan_serving(model, settings.workload(), settings.constraints())
+        model = load_model(revision.model, revision=revision.model_revision)
+        workload, constraints = planner_inputs(settings, revision)
+        return plan_serving(model, workload, constraints)
     except UserError as error:
-        raise as_config_error(error) from None
+        raise as_config_error(error, revision) from None
 
 
-def local_nvme_gb(instance_type: str) -> int:
-    """Node-local NVMe of an instance type, from the GPU catalog."""
-    from infra.sizing.gpus import load_catalog
-
-    return load_catalog().by_name(instance_type).local_nvme_gb
+def build_plans(settings: StackSettings) -> dict[str, ServingPlan]:
+    """Every revision's plan, by revision name."""
+    return {revision.name: build_plan(settings, revision) for revision in settings.revisions}
 
 
-def plan_summary(settings: StackSettings, plan: ServingPlan, cost_at_max: float | None) -> dict[str, Any]:
-    """The plan as exported and printed: the planner's answer plus the stack's replicas and total cost."""
+def spread(revision: Revision) -> bool:
+    """Replicas on separate nodes when the stack must keep two or more serving through a node's loss."""
+    return revision.replicas.min >= 2
+
+
+def nodes_for(plan: ServingPlan, replicas: int, *, spread_replicas: bool) -> int:
+    return max_nodes(
+        gpus_per_node=plan.gpu.count,
+        gpus_per_replica=plan.gpus_per_replica,
+        nodes_per_replica=plan.nodes_per_replica,
+        max_replicas=replicas,
+        spread=spread_replicas,
+    )
+
+
+@dataclass(frozen=True)
+class RevisionCost:
+    revision: str
+    nodes: int
+    node_cost: float
+
+
+def check_plan_cost(settings: StackSettings, plans: Mapping[str, ServingPlan]) -> float | None:
+    """The GPU nodes' cost of every revision at max replicas in USD/h (whole nodes, as AWS bills them;
+    a node per replica where replicas are spread); UserError naming maxCostPerHour when that is over the
+    ceiling. None when the catalog has no price for some plan. A rollout's surge replica is transient and
+    not counted."""
+    costs = []
+    for revision in settings.revisions:
+        plan = plans[revision.name]
+        if plan.cost_per_hour_usd is None:
+            return None
+        node_cost = node_cost_per_hour(
+            cost_per_replica=plan.cost_per_hour_usd,
+            gpus_per_node=plan.gpu.count,
+            gpus_per_replica=plan.gpus_per_replica,
+        )
+        nodes = nodes_for(plan, revision.replicas.max, spread_replicas=spread(revision))
+        costs.append(RevisionCost(revision.name, nodes, node_cost))
+    total = round(sum(c.nodes * c.node_cost for c in costs), 2)
+    ceiling = settings.cost_ceiling
+    if ceiling is not None and total > ceiling:
+        parts = ", ".join(
+            f"{c.revision}: {c.nodes} x {plans[c.revision].instance_type} {plans[c.revision].capacity_type} "
+            f"at ${c.node_cost:.2f}/h"
+            for c in costs
+        )
+        raise UserError(
+            f"the plans cost ${total:.2f}/h at max replicas ({parts}), above the ceiling of ${ceiling:.2f}/h; "
+            "raise maxCostPerHour, lower replicas.max, allow cheaper gpus, or use capacityType spot",
+            key="maxCostPerHour",
+        )
+    return total
+
+
+def plan_summary(
+    settings: StackSettings, plans: Mapping[str, ServingPlan], cost_at_max: float | None
+) -> dict:
+    """The plans as exported and printed: each revision's planner answer, its replicas, weight and vLLM
+    arguments, and the stack's total cost at max replicas."""
+    revisions = {}
+    for revision in settings.revisions:
+        plan = plans[revision.name]
+        revisions[revision.name] = {
+            **plan.to_dict(),
+            "model_revision": revision.model_revision,
+            "served_model_name": revision.served_name,
+            "weight": revision.weight,
+            "replicas": {"min": revision.replicas.min, "max": revision.replicas.max},
+            "vllm_args": vllm_args_preview(revision, plan),
+        }
     return {
-        **plan.to_dict(),
-        "replicas": {"min": settings.replicas.min, "max": settings.replicas.max},
+        "revisions": revisions,
         "cost_per_hour_usd_at_max_replicas": cost_at_max,
         "max_cost_per_hour_usd": settings.cost_ceiling,
     }
 
 
-def describe_plan(settings: StackSettings, plan: ServingPlan, cost_at_max: float | None) -> str:
-    """A few lines for `pulumi preview`'s diagnostics."""
-    cost = "unknown" if plan.cost_per_hour_usd is None else f"${plan.cost_per_hour_usd:.2f}/h per replica"
-    total = "" if cost_at_max is None else f", ${cost_at_max:.2f}/h at {settings.replicas.max} replicas"
-    return (
-        f"serving plan for {plan.model}: {plan.gpus_per_replica} x {plan.gpu.name} on {plan.instance_type} "
-        f"({plan.capacity_type}), tensor parallel {plan.tensor_parallel_size}, pipeline parallel "
-        f"{plan.pipeline_parallel_size}, max_model_len {plan.max_model_len}, KV cache {plan.kv_cache_tokens} "
-        f"tokens, {cost}{total}; replicas {settings.replicas.min}-{settings.replicas.max}"
+def vllm_args_preview(revision: Revision, plan: ServingPlan) -> list[str]:
+    """The serve arguments without the cache's `--model` location (known once the bucket exists)."""
+    return serve_args(
+        plan,
+        model_args=[],
+        served_name=revision.served_name,
+        extra_args=revision.extra_args,
+        extra_args_key=revision.key("extraArgs"),
     )
 
 
-def load_time_fp8(settings: StackSettings) -> bool:
-    """quantization fp8 in the stack quantizes a 16-bit checkpoint at load time (the config key says so):
-    the Hub serves twice the bytes the planner counts."""
-    return settings.quantization == "fp8"
+def describe_plans(
+    settings: StackSettings, plans: Mapping[str, ServingPlan], cost_at_max: float | None
+) -> str:
+    """A line per revision for `pulumi preview`'s diagnostics."""
+    lines = []
+    for revision in settings.revisions:
+        plan = plans[revision.name]
+        cost = "unknown" if plan.cost_per_hour_usd is None else f"${plan.cost_per_hour_usd:.2f}/h per replica"
+        lines.append(
+            f"serving plan for revision {revision.name} ({plan.model}@{revision.model_revision}, weight "
+            f"{revision.weight}): {plan.gpus_per_replica} x {plan.gpu.name} on {plan.instance_type} "
+            f"({plan.capacity_type}), tensor parallel {plan.tensor_parallel_size}, pipeline parallel "
+            f"{plan.pipeline_parallel_size}, max_model_len {plan.max_model_len}, KV cache {plan.kv_cache_tokens} "
+            f"tokens, {cost}; replicas {revision.replicas.min}-{revision.replicas.max}"
+        )
+    if cost_at_max is not None:
+        lines.append(f"GPU nodes at max replicas: ${cost_at_max:.2f}/h")
+    return "\n".join(lines)
 
 
-def cluster_args(settings: StackSettings, plan: ServingPlan | None = None) -> ClusterArgs:
-    """The cluster for the stack; with the plan, system nodes get disk for the model-cache fill Job."""
+def load_time_fp8(revision: Revision) -> bool:
+    """quantization fp8 quantizes a 16-bit checkpoint at load time (the config key says so): the Hub serves
+    twice the bytes the planner counts."""
+    return revision.quantization == "fp8"
+
+
+def revision_cache(settings: StackSettings, revision: Revision, plan: ServingPlan) -> RevisionCache:
+    """The revision's cache entry. A bad combination is a UserError naming the config key."""
+    try:
+        return RevisionCache.from_plan(
+            plan,
+            revision=revision.model_revision,
+            load_mode=LoadMode(settings.model_load_mode),
+            compile_cache=settings.compile_cache,
+            load_time_fp8=load_time_fp8(revision),
+            region=settings.region,
+        )
+    except ValueError as error:
+        raise UserError(str(error), key=revision.key("modelRevision")) from None
+
+
+def cluster_args(settings: StackSettings, plans: Mapping[str, ServingPlan] | None = None) -> ClusterArgs:
+    """The cluster for the stack; with the plans, system nodes get disk for the largest fill Job."""
     args = ClusterArgs(
         mode=ClusterMode(settings.cluster.mode),
         cluster_name=settings.cluster_name,
@@ -118,12 +257,38 @@ def cluster_args(settings: StackSettings, plan: ServingPlan | None = None) -> Cl
         karpenter_node_role=settings.cluster.node_role,
         tags=settings.tags,
     )
-    if plan is None:
+    if not plans:
         return args
-    checkpoint = serving_cache.checkpoint_bytes(
-        plan.weights_total_bytes, load_time_fp8=load_time_fp8(settings)
+    largest = max(
+        revision_cache(settings, revision, plans[revision.name]).checkpoint_bytes
+        for revision in settings.revisions
     )
-    return replace(args, system_disk_gib=serving_cache.system_node_disk_gib(checkpoint))
+    return replace(args, system_disk_gib=serving_cache.system_node_disk_gib(largest))
+
+
+def gpu_pool_args(
+    settings: StackSettings,
+    revision: Revision,
+    plan: ServingPlan,
+    *,
+    cluster_name: pulumi.Input[str],
+    node_role: pulumi.Input[str],
+    install_device_plugin: bool,
+    depends_on: Sequence[pulumi.Resource],
+) -> GpuNodePoolArgs:
+    """The revision's GPU pool: room for max replicas plus a rollout's surge replica (maxUnavailable 0
+    means the new pod starts before an old one stops), one node each when replicas are spread."""
+    return GpuNodePoolArgs.from_plan(
+        plan,
+        max_replicas=revision.replicas.max + SURGE,
+        spread=spread(revision),
+        local_nvme_gb=load_catalog().by_name(plan.instance_type).local_nvme_gb,
+        cluster_name=cluster_name,
+        node_role=node_role,
+        tags=settings.tags,
+        depends_on=depends_on,
+        install_device_plugin=install_device_plugin,
+    )
 
 
 def serving_image_args(settings: StackSettings) -> ServingImageArgs:
@@ -132,36 +297,110 @@ def serving_image_args(settings: StackSettings) -> ServingImageArgs:
 
 
 def model_cache_args(
+    settings: StackSettings, *, cluster_name: pulumi.Input[str], namespace: pulumi.Input[str]
+) -> ModelCacheArgs:
+    return ModelCacheArgs(cluster_name=cluster_name, namespace=namespace, tags=settings.tags)
+
+
+def instance_shape(plan: ServingPlan) -> InstanceShape:
+    instance = load_catalog().by_name(plan.instance_type)
+    return InstanceShape(vcpus=instance.vcpus, memory_gib=instance.memory_mib / 1024, gpus=instance.gpu_count)
+
+
+def initial_replicas(revision: Revision) -> int:
+    """Replicas the workload starts with: the minimum, but at least one, so a fresh stack serves. Scaling
+    to zero needs the autoscaler, which then owns the count."""
+    return max(1, revision.replicas.min)
+
+
+@dataclass(frozen=True)
+class ServiceWiring:
+    """What every revision's VllmService takes from the stack's other components."""
+
+    namespace: pulumi.Input[str]
+    image: pulumi.Input[str]
+    bucket: pulumi.Input[str]
+    reader_service_account: str
+    writer_service_account: str
+    api_key_secret_name: pulumi.Input[str]
+    hf_token_secret_name: pulumi.Input[str | None]
+
+
+def vllm_service_args(
     settings: StackSettings,
+    revision: Revision,
     plan: ServingPlan,
+    wiring: ServiceWiring,
+    *,
+    node_selector: pulumi.Input[Mapping[str, str]],
+    tolerations: pulumi.Input[Sequence[Mapping[str, Any]]],
+    fill_cache: bool,
+    fill_after: Sequence[pulumi.Resource],
+    serve_after: Sequence[pulumi.Resource],
+) -> VllmServiceArgs:
+    """One revision's workload. Its extra arguments are checked here (a UserError names the revision's
+    key), so a misspelt flag fails the preview."""
+    return VllmServiceArgs(
+        revision=revision.name,
+        plan=plan,
+        cache=revision_cache(settings, revision, plan),
+        instance=instance_shape(plan),
+        served_name=revision.served_name,
+        namespace=wiring.namespace,
+        image=wiring.image,
+        bucket=wiring.bucket,
+        reader_service_account=wiring.reader_service_account,
+        writer_service_account=wiring.writer_service_account,
+        api_key_secret_name=wiring.api_key_secret_name,
+        hf_token_secret_name=wiring.hf_token_secret_name if settings.hf_token is not None else None,
+        node_selector=node_selector,
+        tolerations=tolerations,
+        replicas=initial_replicas(revision),
+        min_replicas=revision.replicas.min,
+        extra_args=revision.extra_args,
+        extra_args_key=revision.key("extraArgs"),
+        fill_cache=fill_cache,
+        tags=settings.tags,
+        fill_after=fill_after,
+        serve_after=serve_after,
+    )
+
+
+def endpoint_args(
+    settings: StackSettings,
+    services: Mapping[str, str],
     *,
     cluster_name: pulumi.Input[str],
+    vpc_id: pulumi.Input[str],
     namespace: pulumi.Input[str],
-    image: pulumi.Input[str],
-    hf_token_secret_name: pulumi.Input[str | None],
-) -> ModelCacheArgs:
-    """The cache for the stack's model and revision; the HF token Secret only when the stack sets hfToken
-    (ServingSecrets creates it then). A bad combination is a UserError naming the config key."""
-    try:
-        return ModelCacheArgs.from_plan(
-            plan,
-            cluster_name=cluster_name,
-            namespace=namespace,
-            image=image,
-            revision=settings.model_revision,
-            region=settings.region,
-            load_mode=LoadMode(settings.model_load_mode),
-            compile_cache=settings.compile_cache,
-            load_time_fp8=load_time_fp8(settings),
-            hf_token_secret_name=hf_token_secret_name if settings.hf_token is not None else None,
-            tags=settings.tags,
-        )
-    except ValueError as error:
-        if settings.model_load_mode != LoadMode.RUNAI_STREAMER:
-            raise
-        raise UserError(str(error), key="modelRevision") from None
+    load_balancer_cidrs: pulumi.Input[Sequence[str]],
+    depends_on: Sequence[pulumi.Resource],
+) -> ServingEndpointArgs:
+    """The endpoint in front of every revision's Service (by revision name), split by weight."""
+    return ServingEndpointArgs(
+        cluster_name=cluster_name,
+        vpc_id=vpc_id,
+        region=settings.region,
+        namespace=namespace,
+        backends=tuple(Backend(services[r.name], r.weight) for r in settings.revisions),
+        load_balancer_cidrs=load_balancer_cidrs,
+        scheme=settings.endpoint.scheme,
+        certificate_arn=settings.endpoint.certificate_arn,
+        allowed_cidrs=settings.endpoint.allowed_cidrs,
+        tags=settings.tags,
+        depends_on=depends_on,
+    )
 
 
-def patch_export(patch: ServingPodPatch) -> dict[str, Any]:
-    """The serving-pod patch as a stack output (plain data; it carries names and references, no secrets)."""
-    return asdict(patch)
+def served_models(settings: StackSettings, plans: Mapping[str, ServingPlan]) -> dict[str, dict[str, Any]]:
+    """Per revision, what a client and the smoke test check against: the served name, the context length
+    and KV-cache tokens the plan promises, and the traffic weight."""
+    return {
+        r.name: {
+            "servedModelName": r.served_name,
+            "maxModelLen": plans[r.name].max_model_len,
+            "kvCacheTokens": plans[r.name].kv_cache_tokens,
+            "weight": r.weight,
+        }
+        for r in settings.revisions
+    }

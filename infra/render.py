@@ -170,6 +170,27 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
             account = known_after_deploy("AWS account id")
             return {"accountId": account, "arn": account, "userId": account, "id": account}, []
+        if token == "aws:ec2/getVpc:getVpc":
+            vpc = args.args.get("id", "vpc")
+            return {
+                "id": vpc,
+                "arn": known_after_deploy(f"arn of {vpc}"),
+                "cidrBlock": known_after_deploy(f"CIDR of {vpc}"),
+                "cidrBlockAssociations": [],
+                "default": False,
+                "dhcpOptionsId": known_after_deploy(f"DHCP options of {vpc}"),
+                "enableDnsHostnames": True,
+                "enableDnsSupport": True,
+                "enableNetworkAddressUsageMetrics": False,
+                "instanceTenancy": "default",
+                "ipv6AssociationId": "",
+                "ipv6CidrBlock": "",
+                "mainRouteTableId": known_after_deploy(f"main route table of {vpc}"),
+                "ownerId": known_after_deploy("AWS account id"),
+                "region": self.region,
+                "state": "available",
+                "tags": {},
+            }, []
         if token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}, []
         if token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
@@ -417,69 +438,38 @@ def summary(stack: str, rendered: Rendered) -> str:
     counts = Counter(r.type for r in rendered.registrations if r.custom)
     kubernetes = len(rendered.kubernetes_objects())
     lines = [f"# render of stack {stack}", ""]
-    if plan:
-        cost = plan.get("cost_per_hour_usd")
-        total = plan.get("cost_per_hour_usd_at_max_replicas")
-        replicas = plan.get("replicas") or {}
+    revisions = plan.get("revisions") or {}
+    if revisions:
         lines += [
-            "| plan | |",
-            "|---|---|",
-            f"| model | {plan.get('model')} |",
-            f"| instance type | {plan.get('instance_type')} ({plan.get('capacity_type')}) |",
-            f"| GPUs per replica | {plan.get('gpus_per_replica')} x {(plan.get('gpu') or {}).get('name')} |",
-            f"| tensor / pipeline parallel | {plan.get('tensor_parallel_size')} / "
-            f"{plan.get('pipeline_parallel_size')} |",
-            f"| max_model_len | {plan.get('max_model_len')} |",
-            f"| KV cache tokens | {plan.get('kv_cache_tokens')} |",
-            f"| replicas | {replicas.get('min')}-{replicas.get('max')} |",
-            f"| estimated $/h per replica | {'unknown' if cost is None else f'{cost:.2f}'} |",
-            f"| estimated $/h at max replicas | {'unknown' if total is None else f'{total:.2f}'} |",
-            "",
+            "| revision | model | weight | instance type | GPUs per replica | TP / PP | max_model_len | "
+            "KV cache tokens | replicas | $/h per replica |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
+        for name, rev in revisions.items():
+            cost = rev.get("cost_per_hour_usd")
+            replicas = rev.get("replicas") or {}
+            lines.append(
+                f"| {name} | {rev.get('model')}@{rev.get('model_revision')} | {rev.get('weight')} | "
+                f"{rev.get('instance_type')} ({rev.get('capacity_type')}) | {rev.get('gpus_per_replica')} x "
+                f"{(rev.get('gpu') or {}).get('name')} | {rev.get('tensor_parallel_size')} / "
+                f"{rev.get('pipeline_parallel_size')} | {rev.get('max_model_len')} | {rev.get('kv_cache_tokens')} | "
+                f"{replicas.get('min')}-{replicas.get('max')} | {'unknown' if cost is None else f'{cost:.2f}'} |"
+            )
+        total = plan.get("cost_per_hour_usd_at_max_replicas")
+        lines += ["", f"Estimated $/h at max replicas: {'unknown' if total is None else f'{total:.2f}'}", ""]
     lines += ["| resource type | count |", "|---|---|"]
     lines += [f"| {type_} | {count} |" for type_, count in sorted(counts.items())]
     lines += [
         f"| **total** | **{sum(counts.values())}** ({kubernetes} Kubernetes objects) |",
         "",
         "Estimated cost covers the GPU nodes only (catalog list prices), not the EKS control plane, "
-        "system nodes, NAT gateway or traffic.",
+        "system nodes, NAT gateway, load balancer or traffic.",
     ]
     return "\n".join(lines) + "\n"
 
 
-# Validation artifacts: objects no resource applies yet, written next to the component that exports them
-# so that tests validate them like every other manifest. File names start with "pod-template-".
-TEMPLATE_PREFIX = "pod-template-"
-SERVING_CACHE_EXPORT = "servingCachePatch"
-MODEL_CACHE_TYPE = "llm-serving:index:ModelCache"
-
-
-def templates(rendered: Rendered) -> list[tuple[str, dict[str, Any]]]:
-    """(path below kubernetes/, manifest) of each template: today the serving-cache pod (the ModelCache's
-    serving patch around a placeholder vLLM container), until VllmService renders the real pod."""
-    from infra.kubernetes.model_cache import ServingPodPatch
-    from infra.kubernetes.serving_cache import serving_cache_pod_template
-
-    exported = rendered.outputs.get(SERVING_CACHE_EXPORT)
-    caches = rendered.of_type(MODEL_CACHE_TYPE)
-    if not isinstance(exported, dict) or len(caches) != 1:
-        return []
-    patch = ServingPodPatch(**exported)
-    image = patch.init_containers[0]["image"]
-    namespace = rendered.outputs.get("namespace")
-    document = serving_cache_pod_template(
-        patch,
-        name=f"{caches[0].name}-serving-template",
-        namespace=namespace if isinstance(namespace, str) else "default",
-        image=image,
-    )
-    folder = _slug(f"{MODEL_CACHE_TYPE.rsplit(':', 1)[-1]}-{caches[0].name}")
-    return [(f"{folder}/{TEMPLATE_PREFIX}serving-cache.yaml", document)]
-
-
 def write(stack: str, rendered: Rendered, out: Path) -> list[Path]:
-    """Write manifests (and templates), resources.json and summary.md under `out`; return the manifest
-    paths (templates included)."""
+    """Write manifests, resources.json and summary.md under `out`; return the manifest paths."""
     out.mkdir(parents=True, exist_ok=True)
     kubernetes_dir = out / "kubernetes"
     written: list[Path] = []
@@ -493,16 +483,6 @@ def write(stack: str, rendered: Rendered, out: Path) -> list[Path]:
             raise RuntimeError(f"two Kubernetes objects render to {path}")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(document, sort_keys=False))
-        written.append(path)
-    for relative, document in templates(rendered):
-        path = kubernetes_dir / relative
-        if path in written:
-            raise RuntimeError(f"two Kubernetes objects render to {path}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            "# A validation template, not a resource: what serving pods get from the model cache.\n"
-            + yaml.safe_dump(document, sort_keys=False)
-        )
         written.append(path)
     (out / "resources.json").write_text(
         json.dumps(

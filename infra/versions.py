@@ -12,3 +12,9 @@ NVIDIA_DEVICE_PLUGIN_REPO = "https://nvidia.github.io/k8s-device-plugin"
 # Karpenter resolves the alias to the AL2023 NVIDIA variant on GPU instances; pinned, as Karpenter advises
 # for anything past a sandbox (karpenter.sh "Managing AMIs"). Bump it here, stack by stack.
 EKS_AMI_ALIAS = "al2023@v20260903"
+# The endpoint (infra/components/serving_endpoint.py): the ALB comes from the AWS Load Balancer Controller.
+AWS_LOAD_BALANCER_CONTROLLER_VERSION = "3.5.0"  # chart 3.5.0 = controller v3.5.0
+AWS_LOAD_BALANCER_CONTROLLER_REPO = "https://aws.github.io/eks-charts"
+# Multi-node replicas (infra/components/vllm_service.py) run as LeaderWorkerSets.
+LWS_VERSION = "0.10.0"
+LWS_CHART = "oci://registry.k8s.io/lws/charts/lws"

@@ -14,12 +14,12 @@ from infra.config import (
     PROJECT,
     PROJECT_FILE,
     apply_project_config,
-    check_plan_cost,
     load_schema,
     readme_with_reference,
     settings_from_values,
 )
 from infra.errors import UserError
+from infra.program import check_plan_cost
 from infra.render import install_mocks
 from tests.components.support import make_plan
 
@@ -64,8 +64,9 @@ def test_schema_defaults_make_valid_settings() -> None:
 
 
 def test_config_py_repeats_no_default() -> None:
-    """Defaults live only in Pulumi.yaml: config.py must not spell any of them out as a field default."""
-    fields = (PROJECT_FILE.parent / "infra" / "config.py").read_text().split("class StackSettings")[1]
+    """Defaults live only in Pulumi.yaml: the settings must not spell any of them out as a field default."""
+    source = (PROJECT_FILE.parent / "infra" / "config" / "settings.py").read_text()
+    fields = source.split("class StackSettings")[1]
     fields = fields.split("@field_validator")[0]
     for key in load_schema().values():
         assert "default=" not in fields.replace("default=None", ""), "a settings field declares a default"
@@ -125,7 +126,11 @@ def test_apply_rejects_what_pulumi_would(stack_config: dict, message: str) -> No
     ("values", "expected"),
     [
         ({"capacityType": "spott"}, "capacityType: must be 'spot' or 'on-demand', got 'spott'"),
-        ({"dtype": "fp32"}, "dtype: must be 'auto', 'bfloat16' or 'float16', got 'fp32'"),
+        (
+            {"dtype": "fp32"},
+            "dtype: must be one of 'auto', 'bfloat16', 'float16', 'half', 'float', 'float32', got 'fp32'",
+        ),
+        ({"kvCacheDtype": "int4"}, "kvCacheDtype: must be one of 'auto', 'bfloat16'"),
         ({"quantization": "int3"}, "quantization: must be "),
         ({"kvCacheDtype": "int8"}, "kvCacheDtype: must be "),
         ({"kubernetesVersion": "1.29"}, "kubernetesVersion: must be '1.31', '1.32' or '1.33', got '1.29'"),
@@ -198,7 +203,7 @@ def test_serving_defaults_build_the_image_pull_locally_and_cache_compiles() -> N
     assert streamed.model_load_mode == "runai_streamer" and not streamed.compile_cache
 
 
-def test_valid_values_shape_workload_and_constraints() -> None:
+def test_valid_values_shape_the_one_revision_shorthand() -> None:
     stack = settings(
         maxModelLen=8192,
         concurrency=4,
@@ -209,14 +214,104 @@ def test_valid_values_shape_workload_and_constraints() -> None:
         region="eu-west-1",
         tags={"team": "ml"},
     )
-    assert stack.workload().max_model_len == 8192 and stack.workload().quantization == "fp8"
-    assert settings().workload().max_model_len is None and settings().workload().dtype is None
-    assert stack.constraints().gpus == ("L4",) and stack.constraints().capacity_type == "spot"
-    assert stack.constraints().region == "eu-west-1"
+    (revision,) = stack.revisions
+    assert revision.name == "primary" and revision.weight == 100 and revision.index is None
+    assert (revision.max_model_len, revision.concurrency, revision.quantization) == (8192, 4, "fp8")
+    assert revision.gpus == ("L4",) and revision.key("gpus") == "gpus"
     assert stack.tags == {"project": PROJECT, "stack": "test", "managed-by": "pulumi", "team": "ml"}
     assert settings(cluster={"mode": "existing", "name": "c1"}).cluster_name == "c1"
     assert settings().cluster_name == f"{PROJECT}-test"
-    assert settings().served_name == settings().model
+    assert settings().revisions[0].served_name == settings().model
+
+
+def test_revisions_inherit_every_key_they_leave_out() -> None:
+    stack = settings(
+        model="Qwen/Qwen3-8B",
+        maxModelLen=8192,
+        extraArgs=["--enable-prefix-caching"],
+        revisions=[
+            {"name": "stable", "weight": 90},
+            {
+                "name": "canary",
+                "weight": 10,
+                "modelRevision": "a" * 40,
+                "maxModelLen": 16384,
+                "extraArgs": [],
+            },
+        ],
+    )
+    stable, canary = stack.revisions
+    assert (stable.model, stable.model_revision, stable.max_model_len) == ("Qwen/Qwen3-8B", "main", 8192)
+    assert stable.extra_args == ("--enable-prefix-caching",) and canary.extra_args == ()
+    assert (canary.model_revision, canary.max_model_len, canary.weight) == ("a" * 40, 16384, 10)
+    assert canary.key("maxModelLen") == "revisions[1].maxModelLen"
+
+
+@pytest.mark.parametrize(
+    ("revisions", "expected"),
+    [
+        (
+            [{"name": "a", "weight": 60}, {"name": "b", "weight": 30}],
+            "revisions: traffic weights must sum to 100, got 90 (a=60, b=30)",
+        ),
+        ([{"name": "a", "weight": 101}], "revisions[0].weight: Input should be less than or equal to 100"),
+        ([{"name": "a", "weight": -1}], "revisions[0].weight: Input should be greater than or equal to 0"),
+        ([{"name": "a"}], "revisions[0].weight: is required"),
+        ([{"name": "Canary", "weight": 100}], "revisions[0].name: 'Canary' is not a revision name"),
+        (
+            [{"name": "a", "weight": 50}, {"name": "a", "weight": 50}],
+            "revisions[1].name: 'a' names two revisions",
+        ),
+        (
+            [{"name": "a", "weight": 50}, {"name": "b", "weight": 50, "model": "Qwen/Qwen3-14B"}],
+            "revisions[1].servedModelName: 'Qwen/Qwen3-14B' differs from 'Qwen/Qwen3-8B'",
+        ),
+        ([{"name": "a", "weight": 100, "dtype": "fp4"}], "revisions[0].dtype: must be one of"),
+        ([{"name": "a", "weight": 100, "gpu": ["L4"]}], "revisions[0].gpu: is not a known field"),
+        ([{"name": "a", "weight": 100, "extraArgs": "--x"}], "revisions[0].extraArgs: must be a list"),
+        ({"name": "a"}, "revisions: must be a list of revisions"),
+    ],
+)
+def test_invalid_revisions_fail_naming_the_key(revisions: Any, expected: str) -> None:
+    with pytest.raises(UserError) as raised:
+        settings(revisions=revisions)
+    assert str(raised.value).startswith(expected), str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_revision_without_traffic_may_serve_another_name_and_keeps_running() -> None:
+    stack = settings(
+        revisions=[{"name": "a", "weight": 100}, {"name": "shadow", "weight": 0, "model": "Qwen/Qwen3-14B"}]
+    )
+    assert [r.weight for r in stack.revisions] == [100, 0]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [
+        ({"scheme": "public"}, "endpoint.scheme: must be 'internal' or 'internet-facing'"),
+        (
+            {"scheme": "internet-facing", "allowedCidrs": ["0.0.0.0/0"]},
+            "endpoint.certificateArn: an internet",
+        ),
+        (
+            {
+                "scheme": "internet-facing",
+                "certificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/ab-12",
+            },
+            "endpoint.allowedCidrs: list the client networks",
+        ),
+        ({"scheme": "internal", "allowedCidrs": ["10.0.0.0/8"]}, "endpoint.scheme: certificateArn and"),
+        (
+            {"scheme": "internal", "allowedCidrs": ["everyone"]},
+            "endpoint.allowedCidrs: must be a list of IPv4",
+        ),
+    ],
+)
+def test_invalid_endpoints_fail_naming_the_key(endpoint: dict, expected: str) -> None:
+    with pytest.raises(UserError) as raised:
+        settings(endpoint=endpoint)
+    assert str(raised.value).startswith(expected), str(raised.value)
 
 
 # --- reading through pulumi.Config ----------------------------------------------------------------------------
@@ -277,20 +372,34 @@ def test_load_settings_names_a_key_pulumi_cannot_parse() -> None:
 def test_cost_ceiling_exceeded_names_the_key() -> None:
     stack = settings(replicas={"min": 1, "max": 3}, maxCostPerHour=1.0)
     with pytest.raises(UserError) as raised:
-        check_plan_cost(stack, make_plan(cost_per_hour_usd=0.48))
+        check_plan_cost(stack, {"primary": make_plan(cost_per_hour_usd=0.48)})
     message = str(raised.value)
-    assert message.startswith("maxCostPerHour: the plan costs $1.44/h at max replicas")
+    assert message.startswith(
+        "maxCostPerHour: the plans cost $1.44/h at max replicas (primary: 3 x g6.xlarge"
+    )
     assert "above the ceiling of $1.00/h" in message and "\n" not in message
 
 
-def test_cost_counts_whole_nodes_and_zero_disables_the_ceiling() -> None:
+def test_cost_counts_whole_nodes_a_node_per_spread_replica_and_every_revision() -> None:
     shared = make_plan(
         gpu=make_plan().gpu.__class__("A100-80GB", 80.0, 8), gpus_per_replica=4, cost_per_hour_usd=13.72
     )
     # 3 replicas of half a node each still need 2 whole nodes
-    assert check_plan_cost(settings(replicas={"min": 1, "max": 3}), shared) == pytest.approx(54.88)
-    assert check_plan_cost(settings(maxCostPerHour=0.5), make_plan(cost_per_hour_usd=0.48)) == 0.48
-    assert check_plan_cost(settings(maxCostPerHour=0.1), make_plan(cost_per_hour_usd=None)) is None
+    assert check_plan_cost(settings(replicas={"min": 1, "max": 3}), {"primary": shared}) == pytest.approx(
+        54.88
+    )
+    # with 2 or more replicas at minimum they are spread, a whole node each
+    assert check_plan_cost(settings(replicas={"min": 2, "max": 3}), {"primary": shared}) == pytest.approx(
+        82.32
+    )
+    two = settings(revisions=[{"name": "a", "weight": 50}, {"name": "b", "weight": 50}])
+    assert check_plan_cost(two, {"a": make_plan(), "b": make_plan(cost_per_hour_usd=1.0)}) == 1.48
+    assert (
+        check_plan_cost(settings(maxCostPerHour=0.5), {"primary": make_plan(cost_per_hour_usd=0.48)}) == 0.48
+    )
+    assert (
+        check_plan_cost(settings(maxCostPerHour=0.1), {"primary": make_plan(cost_per_hour_usd=None)}) is None
+    )
 
 
 # --- the README reference --------------------------------------------------------------------------------------
@@ -299,7 +408,7 @@ def test_cost_counts_whole_nodes_and_zero_disables_the_ceiling() -> None:
 def test_readme_config_reference_matches_the_schema() -> None:
     readme = (PROJECT_FILE.parent / "README.md").read_text()
     assert readme == readme_with_reference(readme), (
-        "README config reference is stale: run python -m infra.config"
+        "README config reference is stale: run .venv/bin/python -m infra.config"
     )
     for key in load_schema():
         assert f"| `{key}` |" in readme

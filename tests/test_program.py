@@ -9,7 +9,6 @@ import pytest
 
 from infra import program
 from infra.components.cluster import ClusterMode
-from infra.components.model_cache import ModelCacheArgs
 from infra.config import settings_from_values
 from infra.errors import UserError
 from infra.render import install_mocks
@@ -42,19 +41,55 @@ def test_other_errors_pass_through_untouched() -> None:
     ],
 )
 def test_planner_keys_are_named_as_config_keys(key: str, expected: str) -> None:
-    error = program.as_config_error(UserError("x", key=key))
+    (shorthand,) = settings_from_values({}, stack="t").revisions
+    error = program.as_config_error(UserError("x", key=key), shorthand)
     assert str(error) == expected and error.key == expected.split(":")[0]
 
 
-def test_plan_summary_and_description_carry_replicas_and_cost() -> None:
-    settings = settings_from_values({"replicas": {"min": 0, "max": 2}, "maxCostPerHour": 5}, stack="t")
-    plan = make_plan()
-    summary = program.plan_summary(settings, plan, 0.96)
-    assert summary["replicas"] == {"min": 0, "max": 2}
+def test_a_listed_revisions_planner_errors_name_its_keys() -> None:
+    settings = settings_from_values({"revisions": [{"name": "a", "weight": 100}]}, stack="t")
+    (revision,) = settings.revisions
+    assert str(program.as_config_error(UserError("x", key="gpus"), revision)) == "revisions[0].gpus: x"
+    assert (
+        str(program.as_config_error(UserError("no such model"), revision))
+        == "revisions[0].model: no such model"
+    )
+    # capacityType is stack-wide
+    assert str(program.as_config_error(UserError("x", key="capacity_type"), revision)) == "capacityType: x"
+
+
+def test_plan_summary_and_description_carry_every_revision_its_weight_and_cost() -> None:
+    settings = settings_from_values(
+        {
+            "replicas": {"min": 0, "max": 2},
+            "maxCostPerHour": 5,
+            "revisions": [
+                {"name": "a", "weight": 80},
+                {"name": "b", "weight": 20, "extraArgs": ["--enforce-eager"]},
+            ],
+        },
+        stack="t",
+    )
+    plans = {"a": make_plan(), "b": make_plan()}
+    summary = program.plan_summary(settings, plans, 0.96)
     assert summary["cost_per_hour_usd_at_max_replicas"] == 0.96 and summary["max_cost_per_hour_usd"] == 5
-    assert summary["instance_type"] == "g6.xlarge" and summary["vllm_args"] == list(plan.vllm_args)
-    line = program.describe_plan(settings, plan, 0.96)
-    assert "1 x L4 on g6.xlarge (spot)" in line and "$0.96/h at 2 replicas" in line and "\n" not in line
+    a, b = summary["revisions"]["a"], summary["revisions"]["b"]
+    assert a["replicas"] == {"min": 0, "max": 2} and (a["weight"], b["weight"]) == (80, 20)
+    assert a["instance_type"] == "g6.xlarge" and a["vllm_args"][:2] == [
+        "--served-model-name",
+        "Qwen/Qwen3-8B",
+    ]
+    assert b["vllm_args"][-1] == "--enforce-eager"
+    lines = program.describe_plans(settings, plans, 0.96).splitlines()
+    assert "revision a (Qwen/Qwen3-8B@main, weight 80): 1 x L4 on g6.xlarge (spot)" in lines[0]
+    assert lines[-1] == "GPU nodes at max replicas: $0.96/h"
+
+
+def test_served_models_are_what_the_smoke_test_checks() -> None:
+    settings = settings_from_values({"servedModelName": "chat"}, stack="t")
+    assert program.served_models(settings, {"primary": make_plan()}) == {
+        "primary": {"servedModelName": "chat", "maxModelLen": 8192, "kvCacheTokens": 22896, "weight": 100}
+    }
 
 
 def test_cluster_args_follow_the_settings() -> None:
@@ -83,65 +118,87 @@ def test_serving_image_args_build_unless_the_stack_names_an_image() -> None:
     assert program.serving_image_args(named).tags["stack"] == "t"
 
 
-def _cache_args(values: dict, **changes: Any) -> ModelCacheArgs:
-    settings = settings_from_values(values, stack="t")
-    plan = make_plan(**changes)
-    return program.model_cache_args(
-        settings, plan, cluster_name="c", namespace="n", image="r/s:1", hf_token_secret_name="tok"
-    )
-
-
-def test_model_cache_args_follow_the_settings_and_the_plan() -> None:
+def test_a_revisions_cache_follows_the_settings_and_the_plan() -> None:
     from infra.kubernetes.model_cache import LoadMode
 
     commit = "0123456789abcdef0123456789abcdef01234567"
-    args = _cache_args(
+    settings = settings_from_values(
         {
             "modelLoadMode": "runai_streamer",
             "modelRevision": commit,
             "compileCache": False,
             "region": "eu-west-1",
-        }
+        },
+        stack="t",
     )
-    assert args.load_mode is LoadMode.RUNAI_STREAMER and args.revision == commit
-    assert args.compile_cache is False and args.region == "eu-west-1"
-    assert args.hf_token_secret_name is None  # no hfToken in the stack
-    assert args.gpu_type == "NVIDIA L4"
-    fp8 = _cache_args({"quantization": "fp8"})
-    plain = _cache_args({})
-    assert fp8.checkpoint_bytes == 2 * plain.checkpoint_bytes
+    (revision,) = settings.revisions
+    cache = program.revision_cache(settings, revision, make_plan())
+    assert cache.load_mode is LoadMode.RUNAI_STREAMER and cache.revision == commit
+    assert cache.compile_cache is False and cache.region == "eu-west-1" and cache.gpu_type == "NVIDIA L4"
+    fp8 = settings_from_values({"quantization": "fp8"}, stack="t")
+    plain = settings_from_values({}, stack="t")
+    assert (
+        program.revision_cache(fp8, fp8.revisions[0], make_plan()).checkpoint_bytes
+        == 2 * program.revision_cache(plain, plain.revisions[0], make_plan()).checkpoint_bytes
+    )
 
 
-def test_the_hf_token_secret_is_passed_only_when_the_stack_has_a_token() -> None:
-    settings = settings_from_values({}, stack="t", hf_token=pulumi.Output.secret("x"))
-    args = program.model_cache_args(
-        settings, make_plan(), cluster_name="c", namespace="n", image="r/s:1", hf_token_secret_name="tok"
-    )
-    assert args.hf_token_secret_name == "tok"
+def test_the_hf_token_secret_reaches_the_fill_job_only_when_the_stack_has_a_token() -> None:
+    wiring = program.ServiceWiring("ns", "r/s:1", "bucket", "vllm", "model-cache-fill", "key", "tok")
+
+    def args(settings: Any) -> Any:
+        return program.vllm_service_args(
+            settings,
+            settings.revisions[0],
+            make_plan(),
+            wiring,
+            node_selector={},
+            tolerations=[],
+            fill_cache=True,
+            fill_after=[],
+            serve_after=[],
+        )
+
+    with_token = settings_from_values({}, stack="t", hf_token=pulumi.Output.secret("x"))
+    assert args(with_token).hf_token_secret_name == "tok"
+    assert args(settings_from_values({}, stack="t")).hf_token_secret_name is None
 
 
 def test_an_unpinned_streamed_model_is_a_user_error_naming_model_revision() -> None:
     """Config validation catches it first; the builder's own refusal is the second line, also one line."""
     settings = settings_from_values({}, stack="t").model_copy(update={"model_load_mode": "runai_streamer"})
     with pytest.raises(UserError) as raised:
-        program.model_cache_args(
-            settings, make_plan(), cluster_name="c", namespace="n", image="r/s:1", hf_token_secret_name=None
-        )
+        program.revision_cache(settings, settings.revisions[0], make_plan())
     assert str(raised.value).startswith("modelRevision: revision 'main' is not a 40-hex commit")
     assert raised.value.key == "modelRevision" and "\n" not in str(raised.value)
 
 
-def test_the_exported_patch_is_plain_data() -> None:
-    import json
-
-    from infra.kubernetes.model_cache import ModelCacheRef, ServingCacheArgs, serving_pod_patch
-
-    patch = serving_pod_patch(
-        ServingCacheArgs(image="r/s:1", cache=ModelCacheRef("b", "o/m", "main"), service_account_name="vllm")
+def test_pools_leave_room_for_a_rollouts_surge_and_spread_replicas_take_a_node_each() -> None:
+    settings = settings_from_values({"replicas": {"min": 2, "max": 3}}, stack="t")
+    shared = make_plan(
+        gpu=make_plan().gpu.__class__("A100-80GB", 80.0, 8), gpus_per_replica=4, instance_type="p4de.24xlarge"
     )
-    exported = program.patch_export(patch)
-    assert json.loads(json.dumps(exported)) == exported
-    assert exported["service_account_name"] == "vllm" and exported["init_containers"] == patch.init_containers
+    args = program.gpu_pool_args(
+        settings,
+        settings.revisions[0],
+        shared,
+        cluster_name="c",
+        node_role="r",
+        install_device_plugin=True,
+        depends_on=[],
+    )
+    assert args.max_nodes == 4  # 3 replicas + 1 surging, one node each
+    packed = settings_from_values({"replicas": {"min": 1, "max": 3}}, stack="t")
+    args = program.gpu_pool_args(
+        packed,
+        packed.revisions[0],
+        shared,
+        cluster_name="c",
+        node_role="r",
+        install_device_plugin=True,
+        depends_on=[],
+    )
+    assert args.max_nodes == 2  # 4 replicas of half a node
 
 
 def test_with_the_plan_system_nodes_get_disk_for_the_fill_job() -> None:
@@ -150,7 +207,7 @@ def test_with_the_plan_system_nodes_get_disk_for_the_fill_job() -> None:
     settings = settings_from_values({}, stack="t")
     plan = make_plan()
     assert program.cluster_args(settings).system_disk_gib == 60
-    disk = program.cluster_args(settings, plan).system_disk_gib
+    disk = program.cluster_args(settings, {"primary": plan}).system_disk_gib
     assert disk >= 60 + cache_disk_gib(plan.weights_total_bytes)
-    fp8 = program.cluster_args(settings_from_values({"quantization": "fp8"}, stack="t"), plan).system_disk_gib
-    assert fp8 > disk
+    fp8 = settings_from_values({"quantization": "fp8"}, stack="t")
+    assert program.cluster_args(fp8, {"primary": plan}).system_disk_gib > disk

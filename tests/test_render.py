@@ -64,30 +64,40 @@ def test_there_are_dev_staging_and_prod_stacks() -> None:
 def test_render_writes_manifests_resources_and_summary(rendered: tuple[str, Path, Rendered]) -> None:
     stack, out, result = rendered
     files = sorted((out / "kubernetes").rglob("*.yaml"))
-    templates = [f for f in files if f.name.startswith(render_module.TEMPLATE_PREFIX)]
-    assert [f.relative_to(out / "kubernetes").as_posix() for f in templates] == [
-        f"modelcache-llm-{stack}-model-cache/pod-template-serving-cache.yaml"
-    ]
-    assert len(files) - len(templates) == len(result.kubernetes_objects()) >= 7
+    assert len(files) == len(result.kubernetes_objects()) >= 10
     assert {f.parent.name for f in files} >= {
         f"cluster-llm-{stack}",
-        f"gpunodepool-llm-{stack}-gpu",
+        f"gpunodepool-llm-{stack}-gpu-primary",
         f"modelcache-llm-{stack}-model-cache",
+        f"vllmservice-llm-{stack}-primary",
+        f"servingendpoint-llm-{stack}-endpoint",
     }
     resources = json.loads((out / "resources.json").read_text())
     assert len(resources["resources"]) == len(result.registrations)
     assert all({"type", "name", "parent", "inputs"} <= entry.keys() for entry in resources["resources"])
     summary = (out / "summary.md").read_text()
-    plan = result.outputs["plan"]
-    assert plan["instance_type"] in summary and f"{plan['cost_per_hour_usd_at_max_replicas']:.2f}" in summary
+    plan = _plan(result)
+    assert plan["instance_type"] in summary
+    assert f"{result.outputs['plan']['cost_per_hour_usd_at_max_replicas']:.2f}" in summary
+
+
+def _plan(result: Rendered, revision: str = "primary") -> dict[str, Any]:
+    return result.outputs["plan"]["revisions"][revision]
 
 
 def test_the_plan_is_logged_and_exported(rendered: tuple[str, Path, Rendered]) -> None:
     _, _, result = rendered
-    plan = result.outputs["plan"]
-    (line,) = [m for m in result.logs if m.startswith("info: serving plan for")]
+    plan = _plan(result)
+    (line,) = [m for m in result.logs if m.startswith("info: serving plan for revision primary")]
     assert plan["instance_type"] in line and plan["model"] in line
     assert plan["vllm_args"] and plan["replicas"]["max"] >= plan["replicas"]["min"]
+    served = result.outputs["servedModels"]["primary"]
+    assert served == {
+        "servedModelName": plan["served_model_name"],
+        "maxModelLen": plan["max_model_len"],
+        "kvCacheTokens": plan["kv_cache_tokens"],
+        "weight": 100,
+    }
 
 
 def test_every_kubernetes_object_validates(rendered: tuple[str, Path, Rendered]) -> None:
@@ -111,7 +121,7 @@ def _the(result: Rendered, type_: str) -> dict[str, Any]:
 
 def test_gpu_pool_is_exactly_the_plan(rendered: tuple[str, Path, Rendered]) -> None:
     stack, _, result = rendered
-    plan = result.outputs["plan"]
+    plan = _plan(result)
     pool = _the(result, "kubernetes:karpenter.sh/v1:NodePool")["spec"]
     requirements = {r["key"]: r["values"] for r in pool["template"]["spec"]["requirements"]}
     assert requirements["node.kubernetes.io/instance-type"] == [plan["instance_type"]]
@@ -119,12 +129,14 @@ def test_gpu_pool_is_exactly_the_plan(rendered: tuple[str, Path, Rendered]) -> N
     stack_file = yaml.safe_load((REPO / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
     assert plan["capacity_type"] == stack_file["llm-serving:capacityType"]
     replicas = stack_file["llm-serving:replicas"]
-    per_node = (
-        max(1, plan["gpu"]["count"] // plan["gpus_per_replica"]) if plan["nodes_per_replica"] == 1 else 0
-    )
-    nodes = -(-replicas["max"] // per_node) if per_node else replicas["max"] * plan["nodes_per_replica"]
+    # room for max replicas and a rollout's surge replica; spread replicas (min >= 2) take a node each
+    wanted = replicas["max"] + 1
+    spread = replicas["min"] >= 2
+    per_node = 1 if spread else max(1, plan["gpu"]["count"] // plan["gpus_per_replica"])
+    nodes = -(-wanted // per_node) if plan["nodes_per_replica"] == 1 else wanted * plan["nodes_per_replica"]
     assert pool["limits"] == {"nvidia.com/gpu": str(nodes * plan["gpu"]["count"]), "nodes": str(nodes)}
-    assert plan["cost_per_hour_usd_at_max_replicas"] <= stack_file["llm-serving:maxCostPerHour"]
+    total = result.outputs["plan"]["cost_per_hour_usd_at_max_replicas"]
+    assert total <= stack_file["llm-serving:maxCostPerHour"]
 
 
 def test_model_cache_bucket_is_private_and_encrypted(rendered: tuple[str, Path, Rendered]) -> None:
@@ -154,10 +166,9 @@ def test_the_fill_job_runs_the_stacks_image_as_the_writer(rendered: tuple[str, P
     (container,) = pod["containers"]
     assert container["image"] == result.outputs["servingImage"]
     assert "@" in result.outputs["servingImage"]  # built: run by digest
-    assert pod["serviceAccountName"] == result.outputs["modelCacheWriterServiceAccount"]
-    assert job["metadata"]["name"] == result.outputs["modelCacheFillJob"]
+    assert pod["serviceAccountName"] == "model-cache-fill"
     stack_file = yaml.safe_load((REPO / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
-    assert container["args"][1] == stack_file["llm-serving:model"] == result.outputs["plan"]["model"]
+    assert container["args"][1] == stack_file["llm-serving:model"] == _plan(result)["model"]
     assert "tolerations" not in pod  # no GPU: the GPU nodes' taint keeps it on the system nodes
     assert int(job["metadata"]["annotations"]["pulumi.com/timeoutSeconds"]) > 600
     (registration,) = result.of_type("kubernetes:batch/v1:Job")
@@ -167,20 +178,120 @@ def test_the_fill_job_runs_the_stacks_image_as_the_writer(rendered: tuple[str, P
     assert system_nodes["diskSize"] >= scratch + 40  # the Job's scratch next to the unpacked serving image
 
 
-def test_the_serving_template_reads_the_cache_as_the_reader(rendered: tuple[str, Path, Rendered]) -> None:
+def _workload(out: Path, revision: str = "primary") -> dict[str, Any]:
+    (path,) = [
+        p
+        for p in (out / "kubernetes").rglob(f"*-vllm-{revision}.yaml")
+        if p.name.startswith(("deployment-", "leaderworkerset-"))
+    ]
+    return yaml.safe_load(path.read_text())
+
+
+def _pod(workload: dict[str, Any]) -> dict[str, Any]:
+    if workload["kind"] == "Deployment":
+        return workload["spec"]["template"]["spec"]
+    return workload["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]
+
+
+def test_the_workload_runs_the_plan_on_the_pool(rendered: tuple[str, Path, Rendered]) -> None:
+    """GPU requests are the plan's GPUs per pod; node selection and tolerations are the pool's."""
     _, out, result = rendered
-    (path,) = (out / "kubernetes").rglob(f"{render_module.TEMPLATE_PREFIX}serving-cache.yaml")
-    pod = yaml.safe_load(path.read_text())
-    assert pod["spec"]["serviceAccountName"] == result.outputs["modelCacheReaderServiceAccount"]
-    names = [c["name"] for c in pod["spec"]["initContainers"]]
-    assert names == ["model-pull", "compile-cache-restore"]  # every stack: local mode, compile cache on
-    assert {c["image"] for c in pod["spec"]["initContainers"]} == {result.outputs["servingImage"]}
-    assert result.outputs["servingCachePatch"]["init_containers"] == pod["spec"]["initContainers"]
-    plan = result.outputs["plan"]
-    restore = pod["spec"]["initContainers"][1]["args"]
+    plan = _plan(result)
+    pod = _pod(_workload(out))
+    (vllm,) = pod["containers"]
+    gpus = plan["gpus_per_replica"] // plan["nodes_per_replica"]
+    assert vllm["resources"]["requests"]["nvidia.com/gpu"] == vllm["resources"]["limits"]["nvidia.com/gpu"]
+    assert int(vllm["resources"]["limits"]["nvidia.com/gpu"]) == gpus
+    pool = _the(result, "kubernetes:karpenter.sh/v1:NodePool")
+    assert pod["nodeSelector"].items() <= pool["spec"]["template"]["metadata"]["labels"].items()
+    assert pod["nodeSelector"] == {"llm-serving/pool": pool["metadata"]["name"]}
+    taints = pool["spec"]["template"]["spec"]["taints"]
+    assert [(t["key"], t["effect"]) for t in taints] == [(t["key"], t["effect"]) for t in pod["tolerations"]]
+    assert int(vllm["resources"]["requests"]["cpu"]) >= 1
+
+
+def test_the_workload_reads_the_cache_as_the_reader_and_never_sees_a_secret(
+    rendered: tuple[str, Path, Rendered],
+) -> None:
+    _, out, result = rendered
+    workload = _workload(out)
+    pod = _pod(workload)
+    assert pod["serviceAccountName"] == "vllm" and pod["automountServiceAccountToken"] is False
+    assert [c["name"] for c in pod["initContainers"]] == ["model-pull", "compile-cache-restore"]
+    assert {c["image"] for c in [*pod["initContainers"], *pod["containers"]]} == {
+        result.outputs["servingImage"]
+    }
+    (vllm,) = pod["containers"]
+    env = {e["name"]: e for e in vllm["env"]}
+    secret = yaml.safe_load(next((out / "kubernetes").rglob("secret-*api-key.yaml")).read_text())
+    assert env["VLLM_API_KEY"] == {
+        "name": "VLLM_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": secret["metadata"]["name"], "key": "api-key"}},
+    }
+    assert env["HF_HUB_OFFLINE"]["value"] == "1" and "HF_TOKEN" not in env
+    assert "--api-key" not in vllm["args"]
+    text = yaml.safe_dump(workload)
+    assert "hf-token" not in text and REDACTED not in text
+    plan = _plan(result)
+    restore = pod["initContainers"][1]["args"]
     assert restore[restore.index("--tensor-parallel-size") + 1] == str(plan["tensor_parallel_size"])
-    text = path.read_text()
-    assert "AWS_SECRET_ACCESS_KEY" not in text and "HF_TOKEN" not in text and REDACTED not in text
+
+
+def test_the_workload_is_locked_down_and_rolls_out_without_losing_capacity(
+    rendered: tuple[str, Path, Rendered],
+) -> None:
+    stack, out, _ = rendered
+    workload = _workload(out)
+    pod = _pod(workload)
+    (vllm,) = pod["containers"]
+    context = vllm["securityContext"]
+    assert context["readOnlyRootFilesystem"] and context["runAsNonRoot"]
+    assert (
+        context["capabilities"] == {"drop": ["ALL"]} and context["seccompProfile"]["type"] == "RuntimeDefault"
+    )
+    writable = {m["mountPath"] for m in vllm["volumeMounts"] if not m.get("readOnly")}
+    assert writable == {"/tmp", "/home/vllm", "/dev/shm", "/vllm-cache"}
+    assert vllm["startupProbe"]["httpGet"]["path"] == "/health"
+    assert vllm["livenessProbe"]["httpGet"]["path"] == vllm["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert workload["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    grace = pod["terminationGracePeriodSeconds"]
+    args = vllm["args"]
+    assert grace > vllm["lifecycle"]["preStop"]["sleep"]["seconds"] + int(
+        args[args.index("--shutdown-timeout") + 1]
+    )
+    replicas = yaml.safe_load((REPO / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"][
+        "llm-serving:replicas"
+    ]
+    budgets = list((out / "kubernetes").rglob("poddisruptionbudget-*.yaml"))
+    if replicas["min"] >= 1:
+        (budget,) = budgets
+        assert yaml.safe_load(budget.read_text())["spec"]["minAvailable"] == replicas["min"]
+    else:
+        assert not budgets
+    spread = "affinity" in pod
+    assert spread == (replicas["min"] >= 2)
+
+
+def test_the_endpoint_sends_only_the_openai_api_to_the_revisions_by_weight(
+    rendered: tuple[str, Path, Rendered],
+) -> None:
+    _, out, _ = rendered
+    (path,) = (out / "kubernetes").rglob("ingress-*.yaml")
+    ingress = yaml.safe_load(path.read_text())
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["alb.ingress.kubernetes.io/scheme"] == "internal"
+    action = json.loads(annotations["alb.ingress.kubernetes.io/actions.vllm-revisions"])
+    assert action["forwardConfig"]["targetGroups"] == [
+        {"serviceName": "vllm-primary", "servicePort": "8000", "weight": 100}
+    ]
+    (rule,) = ingress["spec"]["rules"]
+    assert [(p["path"], p["pathType"]) for p in rule["http"]["paths"]] == [("/v1", "Prefix")]
+    service = yaml.safe_load(next((out / "kubernetes").rglob("service-*-vllm-primary.yaml")).read_text())
+    assert service["spec"]["ports"][0]["port"] == 8000
+    (policy_path,) = (out / "kubernetes").rglob("networkpolicy-*.yaml")
+    policy = yaml.safe_load(policy_path.read_text())
+    admitted = [rule["from"] for rule in policy["spec"]["ingress"] if rule["ports"][0]["port"] == 8000]
+    assert len(admitted) == 2  # the load balancer's subnets, and Prometheus
 
 
 def test_cache_pods_get_aws_access_only_through_pod_identity(rendered: tuple[str, Path, Rendered]) -> None:
@@ -188,8 +299,8 @@ def test_cache_pods_get_aws_access_only_through_pod_identity(rendered: tuple[str
     pod's namespace, and no manifest carries an AWS key."""
     _, out, result = rendered
     job = _fill_job(out)
-    (template,) = (out / "kubernetes").rglob(f"{render_module.TEMPLATE_PREFIX}serving-cache.yaml")
-    pod = yaml.safe_load(template.read_text())
+    workload = _workload(out)
+    pod = {"metadata": workload["metadata"], "spec": _pod(workload)}
     bindings = {
         (a["namespace"], a["serviceAccount"]): a["roleArn"]
         for a in (
@@ -298,24 +409,98 @@ def test_a_prebuilt_image_is_run_as_named_and_nothing_is_built(stacks_dir: Path,
     assert _fill_job(out)["spec"]["template"]["spec"]["containers"][0]["image"] == reference
 
 
-def test_runai_streamer_renders_a_valid_streaming_template(stacks_dir: Path, tmp_path: Path) -> None:
+def test_runai_streamer_renders_a_streaming_workload(stacks_dir: Path, tmp_path: Path) -> None:
     commit = "0123456789abcdef0123456789abcdef01234567"
     stack = write_stack(
         stacks_dir,
         {**DEV_LIKE, "modelLoadMode": "runai_streamer", "modelRevision": commit, "compileCache": False},
     )
     out = tmp_path / "out"
-    result = render(stack, out)
-    (path,) = out.rglob(f"{render_module.TEMPLATE_PREFIX}serving-cache.yaml")
-    pod = yaml.safe_load(path.read_text())
-    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["model-check"]
-    args = pod["spec"]["containers"][0]["args"]
+    render(stack, out)
+    workload = _workload(out)
+    pod = _pod(workload)
+    assert [c["name"] for c in pod["initContainers"]] == ["model-check"]
+    args = pod["containers"][0]["args"]
     assert args[args.index("--load-format") + 1] == "runai_streamer"
     assert args[args.index("--model") + 1].startswith("s3://") and commit in args[args.index("--model") + 1]
     for version in KUBERNETES_VERSIONS:
-        kubernetes_validate.validate(pod, version, strict=True)
-    assert not any(r.name.endswith("reader-compile-cache") for r in result.registrations)
+        kubernetes_validate.validate(workload, version, strict=True)
     assert _fill_job(out)["spec"]["template"]["spec"]["containers"][0]["args"][3] == commit
+
+
+TWO_REVISIONS = {
+    **DEV_LIKE,
+    "maxCostPerHour": 5,
+    "revisions": [
+        {"name": "stable", "weight": 70},
+        {"name": "canary", "weight": 30, "modelRevision": "0123456789abcdef0123456789abcdef01234567"},
+        {"name": "shadow", "weight": 0, "extraArgs": ["--enforce-eager"]},
+    ],
+}
+
+
+def test_revisions_get_their_own_workload_and_the_endpoint_splits_by_the_configured_weights(
+    stacks_dir: Path, tmp_path: Path
+) -> None:
+    stack = write_stack(stacks_dir, TWO_REVISIONS)
+    out = tmp_path / "out"
+    result = render(stack, out)
+    (path,) = out.rglob("ingress-*.yaml")
+    annotations = yaml.safe_load(path.read_text())["metadata"]["annotations"]
+    groups = json.loads(annotations["alb.ingress.kubernetes.io/actions.vllm-revisions"])["forwardConfig"]
+    assert {g["serviceName"]: g["weight"] for g in groups["targetGroups"]} == {
+        "vllm-stable": 70,
+        "vllm-canary": 30,
+        "vllm-shadow": 0,
+    }
+    for revision in ("stable", "canary", "shadow"):
+        assert _workload(out, revision)["spec"]["replicas"] == 1  # a weight-0 revision keeps running
+    assert "--enforce-eager" in _pod(_workload(out, "shadow"))["containers"][0]["args"]
+    # stable and shadow read the same cache entry: one fill Job; canary's commit gets its own
+    assert len(result.of_type("kubernetes:batch/v1:Job")) == 2
+    assert len(result.of_type("kubernetes:karpenter.sh/v1:NodePool")) == 3
+    assert len(result.of_type("kubernetes:helm.sh/v3:Release")) == 3  # Karpenter, device plugin once, LBC
+    for manifest_path in out.rglob("*.yaml"):
+        manifest = yaml.safe_load(manifest_path.read_text())
+        if not is_custom_resource(manifest):
+            kubernetes_validate.validate(manifest, "1.33", strict=True)
+
+
+def test_a_multi_node_plan_renders_a_leader_worker_set_that_validates(
+    stacks_dir: Path, tmp_path: Path
+) -> None:
+    stack = write_stack(
+        stacks_dir,
+        {
+            "model": "meta-llama/Llama-3.1-405B-Instruct",
+            "maxModelLen": 8192,
+            "gpus": ["A100-80GB"],
+            "hfToken": {"secure": "v1:HFCIPHER"},
+        },
+    )
+    out = tmp_path / "out"
+    result = render(stack, out)
+    plan = _plan(result)
+    assert plan["nodes_per_replica"] == 2
+    workload = _workload(out)
+    assert workload["kind"] == "LeaderWorkerSet"
+    validate_custom_resource(workload)
+    template = workload["spec"]["leaderWorkerTemplate"]
+    assert template["size"] == 2 and workload["spec"]["startupPolicy"] == "LeaderCreated"
+    leader = template["leaderTemplate"]["spec"]["containers"][0]
+    worker = template["workerTemplate"]["spec"]["containers"][0]
+    assert leader["args"][leader["args"].index("--node-rank") + 1] == "0"
+    assert worker["args"][worker["args"].index("--node-rank") + 1] == "$(LWS_WORKER_INDEX)"
+    assert worker["args"][worker["args"].index("--master-addr") + 1] == "$(LWS_LEADER_ADDRESS)"
+    assert "--headless" in worker["args"] and "startupProbe" not in worker and "startupProbe" in leader
+    per_node = str(plan["gpus_per_replica"] // 2)
+    assert (
+        leader["resources"]["limits"]["nvidia.com/gpu"]
+        == worker["resources"]["limits"]["nvidia.com/gpu"]
+        == per_node
+    )
+    service = yaml.safe_load(next(out.rglob("service-*-vllm-primary.yaml")).read_text())
+    assert service["spec"]["selector"]["llm-serving/role"] == "leader"
 
 
 def test_an_existing_cluster_renders_without_creating_one(stacks_dir: Path, tmp_path: Path) -> None:
@@ -342,7 +527,20 @@ def test_an_existing_cluster_renders_without_creating_one(stacks_dir: Path, tmp_
             "model: model 'nobody/NoSuchModel-7B' is not in the built-in",
         ),
         ({"model": "meta-llama/Llama-3.1-405B-Instruct", "instanceTypes": ["g6.xlarge"]}, "model: "),
-        ({**DEV_LIKE, "maxCostPerHour": 0.1}, "maxCostPerHour: the plan costs $0.48/h at max replicas"),
+        ({**DEV_LIKE, "maxCostPerHour": 0.1}, "maxCostPerHour: the plans cost $0.48/h at max replicas"),
+        (
+            {**DEV_LIKE, "revisions": [{"name": "a", "weight": 60}, {"name": "b", "weight": 30}]},
+            "revisions: traffic weights must sum to 100, got 90",
+        ),
+        (
+            {**DEV_LIKE, "revisions": [{"name": "a", "weight": 100, "extraArgs": ["-tp", "2"]}]},
+            "revisions[0].extraArgs: --tensor-parallel-size cannot be set here",
+        ),
+        (
+            {**DEV_LIKE, "extraArgs": ["--swap-space", "4"]},
+            "extraArgs: --swap-space is not a `vllm serve` flag",
+        ),
+        ({**DEV_LIKE, "extraArgs": ["--max-model-len", "4096"]}, "extraArgs: --max-model-len cannot be set"),
         ({**DEV_LIKE, "gpus": ["L5"]}, "gpus: unknown GPU 'L5'"),
         (
             {**DEV_LIKE, "instanceTypes": ["g9.xlarge"]},
@@ -394,7 +592,7 @@ def test_unknown_stack_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
     ("config", "expected"),
     [
         ({**DEV_LIKE, "concurrency": 0}, "error: concurrency: Input should be greater than or equal to 1"),
-        ({**DEV_LIKE, "maxCostPerHour": 0.1}, "error: maxCostPerHour: the plan costs"),
+        ({**DEV_LIKE, "maxCostPerHour": 0.1}, "error: maxCostPerHour: the plans cost"),
         ({"model": "meta-llama/Llama-3.1-405B-Instruct", "instanceTypes": ["g6.xlarge"]}, "error: model: "),
     ],
 )
@@ -428,7 +626,7 @@ def test_cli_renders_a_stack_end_to_end(tmp_path: Path) -> None:
         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
     )
     assert done.returncode == 0, done.stderr
-    assert "| instance type |" in done.stdout and (tmp_path / "dev" / "resources.json").exists()
+    assert "| revision | model |" in done.stdout and (tmp_path / "dev" / "resources.json").exists()
     unknown = subprocess.run(
         [sys.executable, "-m", "infra", "render", "--stack", "nope", "--out", str(tmp_path / "x")],
         cwd=REPO,

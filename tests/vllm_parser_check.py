@@ -23,6 +23,7 @@ REPORTED = (
     "model", "model_tag", "tensor_parallel_size", "pipeline_parallel_size", "max_model_len",
     "gpu_memory_utilization", "dtype", "quantization", "kv_cache_dtype", "max_num_seqs",
     "max_num_batched_tokens", "load_format", "served_model_name", "nnodes", "distributed_executor_backend",
+    "node_rank", "master_addr", "master_port", "headless", "port", "shutdown_timeout", "enable_prefix_caching",
 )  # fmt: skip
 
 

@@ -30,6 +30,9 @@ from infra.versions import KARPENTER_CHART, KARPENTER_VERSION
 
 EKS_ADDONS_BEFORE_NODES = ("vpc-cni", "kube-proxy", "eks-pod-identity-agent")
 EKS_ADDONS_AFTER_NODES = ("coredns",)
+# The VPC CNI enforces NetworkPolicies (the one in front of vLLM) only when asked to. An existing cluster
+# needs the same setting on its vpc-cni add-on, or its policies are accepted and silently not enforced.
+ADDON_CONFIGURATION = {"vpc-cni": json.dumps({"enableNetworkPolicy": "true"})}
 NODE_POLICIES = (
     "AmazonEKSWorkerNodePolicy",
     "AmazonEKS_CNI_Policy",
@@ -124,6 +127,9 @@ class Cluster(pulumi.ComponentResource):
     kubeconfig: pulumi.Output[str]
     karpenter_node_role: pulumi.Output[str]
     workload_namespace: pulumi.Output[str]
+    vpc_id: pulumi.Output[str]
+    # Where load balancers get their addresses: the NetworkPolicy in front of vLLM admits these.
+    load_balancer_cidrs: pulumi.Output[list[str]]
     provider: k8s.Provider
     # what Kubernetes objects of later components must wait for (Karpenter and its CRDs on a new cluster)
     ready: list[pulumi.Resource]
@@ -187,6 +193,10 @@ class Cluster(pulumi.ComponentResource):
         )
         self.cluster_name = found.name
         self.endpoint = found.endpoint
+        self.vpc_id = found.vpc_config.vpc_id
+        # Its load balancer subnets are unknown here; the VPC's CIDR admits them (and, more loosely, the VPC).
+        vpc = aws.ec2.get_vpc_output(id=self.vpc_id, opts=pulumi.InvokeOutputOptions(parent=self))
+        self.load_balancer_cidrs = vpc.cidr_block.apply(lambda cidr: [cidr])
         if args.kubeconfig:
             self.kubeconfig = pulumi.Output.secret(args.kubeconfig)
         else:
@@ -332,8 +342,14 @@ class Cluster(pulumi.ComponentResource):
             tags=self._tagged(f"{name}-public-routes"),
             opts=self._opts(),
         )
+        # Load balancers, internal ones included, live in the public tier: no pod gets an address there, so
+        # the NetworkPolicy in front of vLLM can tell the ALB's traffic from any pod's.
         public = self._subnet_tier(
-            vpc, zones, public_rt, public=True, extra_tags={"kubernetes.io/role/elb": "1"}
+            vpc,
+            zones,
+            public_rt,
+            public=True,
+            extra_tags={"kubernetes.io/role/elb": "1", "kubernetes.io/role/internal-elb": "1"},
         )
         nat_ip = aws.ec2.Eip(
             f"{name}-nat-ip", domain="vpc", tags=self._tagged(f"{name}-nat-ip"), opts=self._opts()
@@ -357,7 +373,7 @@ class Cluster(pulumi.ComponentResource):
             zones,
             private_rt,
             public=False,
-            extra_tags={"kubernetes.io/role/internal-elb": "1", DISCOVERY_TAG: args.cluster_name},
+            extra_tags={DISCOVERY_TAG: args.cluster_name},
         )
         aws.ec2.VpcEndpoint(
             f"{name}-s3",
@@ -368,6 +384,10 @@ class Cluster(pulumi.ComponentResource):
             tags=self._tagged(f"{name}-s3"),
             opts=self._opts(),
         )
+        self.vpc_id = vpc.id
+        self.load_balancer_cidrs = pulumi.Output.from_input(
+            [_subnet_cidr(args.vpc_cidr, index, public=True) for index in range(args.availability_zones)]
+        )
         return public, private, [public_rt, private_rt]
 
     def _addon(
@@ -377,6 +397,7 @@ class Cluster(pulumi.ComponentResource):
             f"{self._name}-{addon}",
             cluster_name=cluster.name,
             addon_name=addon,
+            configuration_values=ADDON_CONFIGURATION.get(addon),
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
             tags=self._tagged(f"{self._args.cluster_name}-{addon}"),

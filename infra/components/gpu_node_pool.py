@@ -43,6 +43,7 @@ class GpuNodePoolArgs:
         plan: ServingPlan,
         *,
         max_replicas: int,
+        spread: bool = False,
         local_nvme_gb: int,
         cluster_name: pulumi.Input[str],
         node_role: pulumi.Input[str],
@@ -50,7 +51,8 @@ class GpuNodePoolArgs:
         depends_on: Sequence[pulumi.Resource] = (),
         install_device_plugin: bool = True,
     ) -> GpuNodePoolArgs:
-        """The pool a plan needs: its instance type, enough nodes for max replicas, a disk for the model."""
+        """The pool a plan needs: its instance type, enough nodes for `max_replicas` (a rollout's surge
+        included, one node each when `spread`), a disk for the model."""
         local_nvme = local_nvme_gb > 0
         return GpuNodePoolArgs(
             cluster_name=cluster_name,
@@ -63,6 +65,7 @@ class GpuNodePoolArgs:
                 gpus_per_replica=plan.gpus_per_replica,
                 nodes_per_replica=plan.nodes_per_replica,
                 max_replicas=max_replicas,
+                spread=spread,
             ),
             root_volume_gib=nodepools.root_volume_gib(plan.weights_total_bytes, local_nvme=local_nvme),
             local_nvme=local_nvme,
@@ -77,6 +80,7 @@ class GpuNodePool(pulumi.ComponentResource):
 
     pool_name: pulumi.Output[str]
     node_selector: pulumi.Output[dict[str, str]]
+    tolerations: pulumi.Output[list[dict[str, str]]]  # what a pod needs to run on the pool
     max_gpus: pulumi.Output[int]
 
     def __init__(self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -134,7 +138,13 @@ class GpuNodePool(pulumi.ComponentResource):
 
         self.pool_name = pulumi.Output.from_input(pool)
         self.node_selector = pulumi.Output.from_input({nodepools.POOL_LABEL: pool})
+        self.tolerations = pulumi.Output.from_input([nodepools.gpu_toleration()])
         self.max_gpus = pulumi.Output.from_input(args.gpus_per_node * args.max_nodes)
         self.register_outputs(
-            {"poolName": self.pool_name, "nodeSelector": self.node_selector, "maxGpus": self.max_gpus}
+            {
+                "poolName": self.pool_name,
+                "nodeSelector": self.node_selector,
+                "tolerations": self.tolerations,
+                "maxGpus": self.max_gpus,
+            }
         )

@@ -271,7 +271,8 @@ class ServingPodPatch:
     """What the serving workload adds to its pod spec and its vLLM container.
 
     pod spec: `serviceAccountName`, `initContainers` (before any of its own), `volumes`.
-    vLLM container: `volume_mounts`, `env`, and `vllm_args` (after `vllm serve`'s own flags).
+    vLLM container: `volume_mounts`, `env`, and `model_args` (where `vllm serve` loads the model from;
+    `infra.vllm.args.serve_args` puts them first).
     """
 
     service_account_name: str
@@ -279,7 +280,7 @@ class ServingPodPatch:
     volumes: list[Manifest]
     volume_mounts: list[Manifest]
     env: list[Manifest]
-    vllm_args: list[str]
+    model_args: list[str]
 
 
 def _region_env(region: str | None) -> list[Manifest]:
@@ -348,13 +349,12 @@ def compile_cache_init_container(args: ServingCacheArgs) -> Manifest | None:
 
 def vllm_load_settings(args: ServingCacheArgs) -> tuple[list[str], list[Manifest]]:
     """(vLLM arguments, environment) that make vLLM read the cache and never the Hub."""
-    served_name = ["--served-model-name", args.cache.model]
     env = [_env("HF_HUB_OFFLINE", "1"), *_region_env(args.region)]
     if args.mode is LoadMode.LOCAL:
-        vllm_args = ["--model", args.model_dir, *served_name]
+        vllm_args = ["--model", args.model_dir]
     else:
         vllm_args = [
-            "--model", args.cache.entry().files_uri, *served_name, "--load-format", "runai_streamer",
+            "--model", args.cache.entry().files_uri, "--load-format", "runai_streamer",
             "--model-loader-extra-config", json.dumps({"concurrency": args.runai_concurrency}),
         ]  # fmt: skip
     shape = args.compile_cache
@@ -394,7 +394,7 @@ def serving_pod_patch(args: ServingCacheArgs) -> ServingPodPatch:
         volumes=volumes,
         volume_mounts=mounts,
         env=env,
-        vllm_args=vllm_args,
+        model_args=vllm_args,
     )
 
 

@@ -162,12 +162,19 @@ def root_volume_gib(model_bytes: int, *, local_nvme: bool) -> int:
     return int(math.ceil(need / ROOT_GIB_STEP) * ROOT_GIB_STEP)
 
 
-def max_nodes(*, gpus_per_node: int, gpus_per_replica: int, nodes_per_replica: int, max_replicas: int) -> int:
-    """Nodes the pool needs at max replicas. Replicas smaller than a node share it (the planner prices them
-    per replica, e.g. two TP=4 replicas on one 8-GPU node); a replica spanning nodes takes whole nodes."""
+def max_nodes(
+    *,
+    gpus_per_node: int,
+    gpus_per_replica: int,
+    nodes_per_replica: int,
+    max_replicas: int,
+    spread: bool = False,
+) -> int:
+    """Nodes `max_replicas` replicas need. Replicas smaller than a node share it (e.g. two TP=4 replicas on
+    one 8-GPU node) unless they are spread one per node; a replica spanning nodes takes whole nodes."""
     if nodes_per_replica > 1:
         return max_replicas * nodes_per_replica
-    replicas_per_node = max(1, gpus_per_node // gpus_per_replica)
+    replicas_per_node = 1 if spread else max(1, gpus_per_node // gpus_per_replica)
     return math.ceil(max_replicas / replicas_per_node)
 
 

@@ -1,12 +1,11 @@
-"""How the stack's plan becomes model-cache wiring: the numbers and names `ModelCache` passes to the builders
-in `infra/kubernetes/model_cache.py`. Pure: no Pulumi, table-tested in tests/kubernetes/test_serving_cache.py.
+"""How one model revision's plan becomes model-cache wiring: its fill Job and its serving pods' cache patch,
+built from the builders in `infra/kubernetes/model_cache.py`. `VllmService` calls these once per revision.
+Pure: no Pulumi, table-tested in tests/kubernetes/test_serving_cache.py.
 
 - GPU names as `nvidia-smi` prints them, for the torch.compile cache key (the serving pod restores and
   uploads under the same name, so the key only has to be stable; matching nvidia-smi lets a laptop user
   run `modelcache compile-cache ... --gpu "$(nvidia-smi --query-gpu=name --format=csv,noheader)"`).
 - Disk sizes (the fill Job's scratch, the serving pod's local copy) and the fill Job's name and timeout.
-- The serving-cache pod template: the patch around a placeholder vLLM container, so that render and its
-  tests validate the init containers before the serving workload exists.
 """
 
 from __future__ import annotations
@@ -14,8 +13,24 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-from infra.kubernetes.model_cache import Manifest, ServingPodPatch
+from infra.kubernetes.model_cache import (
+    CompileCacheShape,
+    FillJobArgs,
+    LoadMode,
+    Manifest,
+    ModelCacheRef,
+    Resources,
+    SecretKeyRef,
+    ServingCacheArgs,
+    ServingPodPatch,
+    VolumeKind,
+    fill_job,
+    serving_pod_patch,
+)
+from infra.sizing.plan import ServingPlan
 
 GIB = 1024**3
 
@@ -57,6 +72,13 @@ SYSTEM_NODE_DISK_STEP_GIB = 10
 
 FILL_JOB_PREFIX = "model-cache-fill"
 DNS_LABEL_MAX = 63
+# Meta's repositories carry the weights twice: safetensors for vLLM and original/ consolidated .pth files.
+FILL_EXCLUDE = ("original/*",)
+# Fits a system node (m6i.large: 2 vCPU, 8 GiB) next to CoreDNS and Karpenter; CPU is requested, not
+# limited, so the transfer uses whatever the node has idle.
+FILL_RESOURCES = Resources(cpu="1", memory="3Gi")
+TIMEOUT_ANNOTATION = "pulumi.com/timeoutSeconds"
+REPLACE_UNREADY_ANNOTATION = "pulumi.com/replaceUnready"  # a failed fill is replaced on the next `up`
 
 
 def nvidia_smi_name(gpu: str) -> str:
@@ -102,32 +124,112 @@ def fill_job_name(model: str, revision: str) -> str:
     return "-".join(part for part in (FILL_JOB_PREFIX, slug, digest) if part)
 
 
-def serving_cache_pod_template(
-    patch: ServingPodPatch, *, name: str, namespace: str, image: str, labels: dict[str, str] | None = None
+@dataclass(frozen=True)
+class RevisionCache:
+    """One revision's entry in the stack's cache: what its fill Job pushes and its serving pods read."""
+
+    model: str
+    revision: str  # branch, tag or commit; runai_streamer needs a commit
+    checkpoint_bytes: int  # what one fill downloads and one serving node stores
+    gpu_type: str  # as nvidia-smi names it: part of the compile-cache key
+    tensor_parallel_size: int = 1
+    load_mode: LoadMode = LoadMode.LOCAL
+    compile_cache: bool = True
+    region: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_bytes <= 0 or self.tensor_parallel_size < 1:
+            raise ValueError("checkpoint_bytes must be positive and tensor_parallel_size at least 1")
+        if self.load_mode is LoadMode.RUNAI_STREAMER:
+            self.ref("bucket").entry()  # refuses a streamed entry that is not a pinned commit
+
+    @staticmethod
+    def from_plan(
+        plan: ServingPlan,
+        *,
+        revision: str,
+        load_mode: LoadMode,
+        compile_cache: bool,
+        load_time_fp8: bool,
+        region: str | None,
+    ) -> RevisionCache:
+        """The cache a plan needs: its model's size on disk, and its compile-cache shape (TP, GPU type)."""
+        return RevisionCache(
+            model=plan.model,
+            revision=revision,
+            checkpoint_bytes=checkpoint_bytes(plan.weights_total_bytes, load_time_fp8=load_time_fp8),
+            gpu_type=nvidia_smi_name(plan.gpu.name),
+            tensor_parallel_size=plan.tensor_parallel_size,
+            load_mode=load_mode,
+            compile_cache=compile_cache,
+            region=region,
+        )
+
+    def ref(self, bucket: str) -> ModelCacheRef:
+        return ModelCacheRef(bucket=bucket, model=self.model, revision=self.revision)
+
+    @property
+    def fill_job_name(self) -> str:
+        return fill_job_name(self.model, self.revision)
+
+
+def revision_fill_job(
+    cache: RevisionCache,
+    *,
+    bucket: str,
+    namespace: str,
+    image: str,
+    writer_service_account: str,
+    hf_token_secret: SecretKeyRef | None,
+    labels: Mapping[str, str],
 ) -> Manifest:
-    """A Pod carrying the patch (service account, init containers, volumes) and a placeholder vLLM container
-    with the patch's mounts, environment and arguments. A validation artifact, not a resource: the serving
-    workload (VllmService) will merge the same patch into its own pod template."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {**(labels or {}), "app.kubernetes.io/component": "serving-cache-template"},
-        },
-        "spec": {
-            "serviceAccountName": patch.service_account_name,
-            "initContainers": patch.init_containers,
-            "volumes": patch.volumes,
-            "containers": [
-                {
-                    "name": "vllm",
-                    "image": image,
-                    "args": [*patch.vllm_args, "--port", "8000"],
-                    "env": patch.env,
-                    "volumeMounts": patch.volume_mounts,
-                }
-            ],
-        },
+    """The Job that pushes the revision from the Hub into the bucket, as the writer; `pulumi up` waits for
+    it (annotations for the Kubernetes provider: a timeout sized for the download, and a failed Job is
+    replaced on the next `up`)."""
+    job = fill_job(
+        FillJobArgs(
+            name=cache.fill_job_name,
+            namespace=namespace,
+            image=image,
+            cache=cache.ref(bucket),
+            service_account_name=writer_service_account,
+            scratch_size_gib=cache_disk_gib(cache.checkpoint_bytes),
+            hf_token_secret=hf_token_secret,
+            region=cache.region,
+            exclude=FILL_EXCLUDE,
+            resources=FILL_RESOURCES,
+            active_deadline_seconds=FILL_MAX_SECONDS,
+            labels=labels,
+        )
+    )
+    job["metadata"]["annotations"] = {
+        TIMEOUT_ANNOTATION: str(fill_timeout_seconds(cache.checkpoint_bytes)),
+        REPLACE_UNREADY_ANNOTATION: "true",
     }
+    return job
+
+
+def revision_cache_patch(
+    cache: RevisionCache, *, bucket: str, image: str, reader_service_account: str
+) -> ServingPodPatch:
+    """What the revision's serving pods add to read the cache, as the reader. The model volume is an
+    emptyDir: on the GPU pool's RAID0 NVMe when the instance has it (Karpenter's instanceStorePolicy puts
+    kubelet there), else on the root volume the pool sizes for the model. A hostPath would survive pod
+    restarts but is created root-owned, and the pull runs as uid 1000."""
+    compile_cache = (
+        CompileCacheShape(gpu_type=cache.gpu_type, tensor_parallel_size=cache.tensor_parallel_size)
+        if cache.compile_cache
+        else None
+    )
+    return serving_pod_patch(
+        ServingCacheArgs(
+            image=image,
+            cache=cache.ref(bucket),
+            service_account_name=reader_service_account,
+            mode=cache.load_mode,
+            volume=VolumeKind.EMPTY_DIR,
+            volume_size_gib=cache_disk_gib(cache.checkpoint_bytes),
+            region=cache.region,
+            compile_cache=compile_cache,
+        )
+    )

@@ -89,10 +89,14 @@ class ServingPlan:
     kv_bytes_per_token_per_gpu: int
     kv_cache_tokens: int
     max_concurrency: float
-    vllm_args: tuple[str, ...]
+    # The batch limits the activation memory was sized for; infra/vllm pins them in the serve arguments.
+    max_num_batched_tokens: int
+    max_num_seqs: int
+    quantization_arg: str | None  # vLLM's --quantization (load-time methods); None: from the checkpoint
     capacity_type: CapacityType
     cost_per_hour_usd: float | None  # per replica; None for a GPU outside the catalog
-    estimated_cold_start_s: float
+    estimated_cold_start_s: float  # node has the image: weights from S3, load to GPUs, warm engine start
+    estimated_load_s: float  # of that, what vLLM itself takes (load and engine start): its startup probe
     approximate: bool  # True for sliding-window / hybrid / MLA models, where vLLM's figure is derived
     notes: tuple[str, ...] = ()
     alternatives: tuple[Alternative, ...] = field(default_factory=tuple)
@@ -106,7 +110,6 @@ class ServingPlan:
         data = asdict(self)
         data["memory_per_gpu_gib"] = self.memory_per_gpu.gib()
         data["memory_per_gpu_bytes"] = data.pop("memory_per_gpu")
-        data["vllm_args"] = list(self.vllm_args)
         return data
 
 

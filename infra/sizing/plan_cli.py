@@ -14,6 +14,7 @@ from infra.sizing.models import load_model
 from infra.sizing.plan import Constraints, Workload, parse_token_count
 from infra.sizing.planner import plan_serving
 from infra.sizing.report import plan_tables
+from infra.vllm.args import plan_args  # the CLI shows the command line; the planner does not own it
 
 
 def _split(values: list[str] | None) -> tuple[str, ...]:
@@ -86,8 +87,8 @@ def plan_command(
     )
     plan = plan_serving(architecture, workload, constraints)
     if as_json:
-        typer.echo(json.dumps(plan.to_dict(), indent=2))
+        typer.echo(json.dumps({**plan.to_dict(), "vllm_args": plan_args(plan)}, indent=2))
         return
     console = Console()
-    for table in plan_tables(plan):
+    for table in plan_tables(plan, plan_args(plan)):
         console.print(table)

@@ -284,40 +284,17 @@ def plan_serving(
     return _to_plan(model, workload, constraints, best, max_len, utilization, tuple(alternatives))
 
 
-def vllm_args(candidate: Candidate, max_len: int, utilization: float) -> tuple[str, ...]:
-    """The serve flags this plan decides. Batch limits are pinned so the server profiles what we sized."""
-    args = [
-        "--max-model-len",
-        str(max_len),
-        "--gpu-memory-utilization",
-        f"{utilization:g}",
-        "--max-num-batched-tokens",
-        str(candidate.batched_tokens),
-        "--max-num-seqs",
-        str(candidate.num_seqs),
-        "--dtype",
-        candidate.precision.dtype,
-    ]
-    if candidate.tp > 1:
-        args += ["--tensor-parallel-size", str(candidate.tp)]
-    if candidate.pp > 1:
-        # Multi-node: the workload adds --node-rank and --master-addr per node (LeaderWorkerSet).
-        args += ["--pipeline-parallel-size", str(candidate.pp)]
-        args += ["--distributed-executor-backend", "mp", "--nnodes", str(candidate.pp)]
-    if candidate.precision.quantization_arg:
-        args += ["--quantization", candidate.precision.quantization_arg]
-    if candidate.precision.kv_cache_dtype != "auto":
-        args += ["--kv-cache-dtype", candidate.precision.kv_cache_dtype]
-    return tuple(args)
+def estimated_load_s(candidate: Candidate) -> float:
+    """Load each GPU's shard from local disk and start the engine (compile and CUDA-graph caches kept)."""
+    return round(candidate.memory.weights / vc.WEIGHT_LOAD_BYTES_PER_S + vc.WARM_ENGINE_START_S, 1)
 
 
 def estimated_cold_start_s(model: ModelArchitecture, candidate: Candidate) -> float:
-    """Pull the checkpoint over the node's link, load each GPU's shard, start the engine (caches kept)."""
+    """Pull the checkpoint over the node's link, then load and start (estimated_load_s)."""
     total_weights = mem.weight_bytes_per_gpu(model, candidate.precision, 1, 1) / candidate.pp
     link_bytes_per_s = candidate.instance.network_gbps * 1e9 / 8 * vc.S3_NETWORK_EFFICIENCY
     download = total_weights / link_bytes_per_s
-    load = candidate.memory.weights / vc.WEIGHT_LOAD_BYTES_PER_S
-    return round(download + load + vc.WARM_ENGINE_START_S, 1)
+    return round(download + estimated_load_s(candidate), 1)
 
 
 def _to_plan(
@@ -366,10 +343,13 @@ def _to_plan(
         kv_bytes_per_token_per_gpu=best.kv_bytes_per_token,
         kv_cache_tokens=best.kv_tokens,
         max_concurrency=round(mem.max_concurrency(best.blocks, max_len), 2),
-        vllm_args=vllm_args(best, max_len, utilization),
+        max_num_batched_tokens=best.batched_tokens,
+        max_num_seqs=best.num_seqs,
+        quantization_arg=best.precision.quantization_arg,
         capacity_type=constraints.capacity_type,
         cost_per_hour_usd=best.cost_per_replica,
         estimated_cold_start_s=estimated_cold_start_s(model, best),
+        estimated_load_s=estimated_load_s(best),
         approximate=model.kv_is_approximate,
         notes=tuple(notes),
         alternatives=alternatives,

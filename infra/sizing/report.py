@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.table import Table
 
 from infra.sizing.plan import ServingPlan
@@ -11,11 +13,12 @@ def _money(value: float | None) -> str:
     return f"${value:,.2f}/h" if value is not None else "unknown"
 
 
-def summary_rows(plan: ServingPlan) -> list[tuple[str, str]]:
-    """(label, value) pairs: the plan in the order an operator reads it."""
+def summary_rows(plan: ServingPlan, vllm_args: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """(label, value) pairs: the plan in the order an operator reads it (with the serve flags it decides,
+    when the caller built them: infra/vllm owns the command line, and sizing does not import it)."""
     gib = plan.memory_per_gpu.gib()
     quantization = plan.quantization or "none"
-    return [
+    rows = [
         ("model", f"{plan.model} ({plan.params_billion:g}B parameters)"),
         ("precision", f"{plan.dtype}, quantization {quantization}, KV cache {plan.kv_cache_dtype}"),
         (
@@ -44,19 +47,20 @@ def summary_rows(plan: ServingPlan) -> list[tuple[str, str]]:
         ),
         ("cost", f"{_money(plan.cost_per_hour_usd)} per replica, {plan.capacity_type}"),
         ("cold start", f"~{plan.estimated_cold_start_s:.0f} s (weights from S3, load, warm engine start)"),
-        ("vllm args", " ".join(plan.vllm_args)),
-    ] + [("note", note) for note in plan.notes]
+    ]
+    rows += [("vllm args", " ".join(vllm_args))] if vllm_args else []
+    return rows + [("note", note) for note in plan.notes]
 
 
-def summary_lines(plan: ServingPlan) -> list[str]:
-    return [f"{label}: {value}" for label, value in summary_rows(plan)]
+def summary_lines(plan: ServingPlan, vllm_args: Sequence[str] = ()) -> list[str]:
+    return [f"{label}: {value}" for label, value in summary_rows(plan, vllm_args)]
 
 
-def plan_tables(plan: ServingPlan) -> list[Table]:
+def plan_tables(plan: ServingPlan, vllm_args: Sequence[str] = ()) -> list[Table]:
     main = Table(title=f"Serving plan for {plan.model}", show_header=False, title_justify="left")
     main.add_column(style="bold")
     main.add_column(overflow="fold")
-    for label, value in summary_rows(plan):
+    for label, value in summary_rows(plan, vllm_args):
         main.add_row(label, value)
     tables = [main]
     if plan.alternatives:

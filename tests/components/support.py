@@ -38,10 +38,13 @@ BASE_PLAN = ServingPlan(
     kv_bytes_per_token_per_gpu=147456,
     kv_cache_tokens=22896,
     max_concurrency=2.8,
-    vllm_args=("--max-model-len", "8192"),
+    max_num_batched_tokens=2048,
+    max_num_seqs=256,
+    quantization_arg=None,
     capacity_type="spot",
     cost_per_hour_usd=0.48,
     estimated_cold_start_s=100.0,
+    estimated_load_s=80.0,
     approximate=False,
 )
 

@@ -72,7 +72,7 @@ def _serving_pod(args: ServingCacheArgs) -> dict[str, Any]:
                 {
                     "name": "vllm",
                     "image": IMAGE,
-                    "args": ["--port", "8000", *patch.vllm_args],
+                    "args": ["--port", "8000", *patch.model_args],
                     "env": patch.env,
                     "volumeMounts": patch.volume_mounts,
                 }
@@ -181,8 +181,8 @@ def test_local_mode_pulls_then_loads_offline_from_the_pulled_directory() -> None
     assert pull["args"][-1] == "--no-fsync"  # emptyDir: nothing outlives a crash
     hostpath_pull = serving_pod_patch(_serving(volume=VolumeKind.HOST_PATH)).init_containers[0]
     assert "--no-fsync" not in hostpath_pull["args"]
-    assert patch.vllm_args[:2] == ["--model", f"/models/Qwen--Qwen3-8B/{COMMIT}"]
-    assert "--load-format" not in patch.vllm_args
+    assert patch.model_args[:2] == ["--model", f"/models/Qwen--Qwen3-8B/{COMMIT}"]
+    assert "--load-format" not in patch.model_args
     assert {"name": "HF_HUB_OFFLINE", "value": "1"} in patch.env
     assert {"name": "model-cache", "mountPath": "/models", "readOnly": True} in patch.volume_mounts
     assert patch.service_account_name == "vllm"
@@ -198,9 +198,9 @@ def test_runai_mode_streams_from_the_entry_and_only_checks_the_marker() -> None:
         f"s3://llm-serving-dev-cache/dev/models/Qwen--Qwen3-8B/{COMMIT}",
     ]
     model_uri = f"s3://llm-serving-dev-cache/dev/models/Qwen--Qwen3-8B/{COMMIT}/"
-    assert patch.vllm_args[:2] == ["--model", model_uri]
-    assert patch.vllm_args[patch.vllm_args.index("--load-format") + 1] == "runai_streamer"
-    assert json.loads(patch.vllm_args[patch.vllm_args.index("--model-loader-extra-config") + 1]) == {
+    assert patch.model_args[:2] == ["--model", model_uri]
+    assert patch.model_args[patch.model_args.index("--load-format") + 1] == "runai_streamer"
+    assert json.loads(patch.model_args[patch.model_args.index("--model-loader-extra-config") + 1]) == {
         "concurrency": 16
     }
     assert not any(v["name"] == "model-cache" for v in patch.volumes)  # no local copy
@@ -230,6 +230,6 @@ def test_vllm_arguments_are_flags_vllm_0_33_knows() -> None:
     help_text = shared_path("vllm-0.33.0", "serve-help-all.txt").read_text()
     assert '"runai_streamer"' in help_text
     for overrides in SERVING_VARIANTS.values():
-        args = serving_pod_patch(_serving(**overrides)).vllm_args
+        args = serving_pod_patch(_serving(**overrides)).model_args
         used = [a for a in args if a.startswith("--")]
         assert used and set(used) <= known, set(used) - known

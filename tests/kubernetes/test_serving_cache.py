@@ -9,7 +9,7 @@ import kubernetes_validate
 import pytest
 
 from infra.kubernetes import serving_cache
-from infra.kubernetes.model_cache import ModelCacheRef, ServingCacheArgs, serving_pod_patch
+from infra.kubernetes.model_cache import LoadMode, SecretKeyRef
 from infra.kubernetes.serving_cache import GIB
 from infra.sizing.gpus import load_catalog
 
@@ -91,19 +91,60 @@ def test_fill_job_names_are_dns_labels_that_change_with_model_and_revision() -> 
     )
 
 
+def _cache(**changes: object) -> serving_cache.RevisionCache:
+    base = {
+        "model": "Qwen/Qwen3-8B",
+        "revision": "main",
+        "checkpoint_bytes": 16 * GIB,
+        "gpu_type": "NVIDIA L4",
+        "region": "us-east-1",
+    }
+    return serving_cache.RevisionCache(**{**base, **changes})  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("version", ["1.31", "1.32", "1.33"])
-def test_pod_template_carries_the_whole_patch_and_validates(version: str) -> None:
-    args = ServingCacheArgs(
+def test_a_revisions_fill_job_runs_as_the_writer_with_the_token_by_reference(version: str) -> None:
+    cache = _cache()
+    job = serving_cache.revision_fill_job(
+        cache,
+        bucket="b",
+        namespace="ns",
         image="repo/serving:1",
-        cache=ModelCacheRef(bucket="b", model="Qwen/Qwen3-8B", revision="main"),
-        service_account_name="vllm",
+        writer_service_account="writer",
+        hf_token_secret=SecretKeyRef("hf", "token"),
+        labels={"app.kubernetes.io/part-of": "llm-serving"},
     )
-    patch = serving_pod_patch(args)
-    pod = serving_cache.serving_cache_pod_template(patch, name="t", namespace="ns", image="repo/serving:1")
-    kubernetes_validate.validate(pod, version, strict=True)
-    spec = pod["spec"]
-    assert spec["serviceAccountName"] == "vllm"
-    assert spec["initContainers"] == patch.init_containers and spec["volumes"] == patch.volumes
-    (vllm,) = spec["containers"]
-    assert vllm["args"][: len(patch.vllm_args)] == patch.vllm_args
-    assert vllm["env"] == patch.env and vllm["volumeMounts"] == patch.volume_mounts
+    kubernetes_validate.validate(job, version, strict=True)
+    assert (
+        job["metadata"]["name"] == cache.fill_job_name == serving_cache.fill_job_name("Qwen/Qwen3-8B", "main")
+    )
+    timeout = int(job["metadata"]["annotations"][serving_cache.TIMEOUT_ANNOTATION])
+    assert timeout == serving_cache.fill_timeout_seconds(16 * GIB)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "writer"
+    (push,) = pod["containers"]
+    token = [e for e in push["env"] if e["name"] == "HF_TOKEN"]
+    assert token == [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}]
+    assert "--exclude" in push["args"] and "original/*" in push["args"]
+
+
+def test_a_revisions_cache_patch_reads_as_the_reader_and_sizes_the_disk_from_the_checkpoint() -> None:
+    patch = serving_cache.revision_cache_patch(
+        _cache(), bucket="b", image="repo/serving:1", reader_service_account="reader"
+    )
+    assert patch.service_account_name == "reader"
+    (model_volume,) = [v for v in patch.volumes if v["name"] == "model-cache"]
+    assert model_volume["emptyDir"]["sizeLimit"] == f"{serving_cache.cache_disk_gib(16 * GIB)}Gi"
+    assert patch.model_args == ["--model", "/models/Qwen--Qwen3-8B/main"]
+    assert {"name": "HF_HUB_OFFLINE", "value": "1"} in patch.env
+    # the compile cache is restored; serving pods never upload what other pods would execute
+    assert [c["name"] for c in patch.init_containers] == ["model-pull", "compile-cache-restore"]
+    assert not any(e["name"].startswith("MODELCACHE_COMPILE_CACHE") for e in patch.env)
+
+
+def test_a_streamed_revision_needs_a_pinned_commit() -> None:
+    with pytest.raises(ValueError, match="not a 40-hex commit"):
+        _cache(load_mode=LoadMode.RUNAI_STREAMER)
+    streamed = _cache(load_mode=LoadMode.RUNAI_STREAMER, revision="a" * 40)
+    patch = serving_cache.revision_cache_patch(streamed, bucket="b", image="i:1", reader_service_account="r")
+    assert "runai_streamer" in patch.model_args

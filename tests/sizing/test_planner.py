@@ -100,9 +100,7 @@ def test_a_model_too_big_for_one_node_gets_pipeline_stages() -> None:
     plan = plan_serving(model, Workload(max_model_len=8192), Constraints(gpus=("A100-80GB",)))
     assert plan.pipeline_parallel_size > 1 and plan.nodes_per_replica == plan.pipeline_parallel_size
     assert plan.tensor_parallel_size == 8
-    args = plan.vllm_args
-    assert args[args.index("--pipeline-parallel-size") + 1] == str(plan.pipeline_parallel_size)
-    assert args[args.index("--nnodes") + 1] == str(plan.pipeline_parallel_size)
+    assert plan.nodes_per_replica == plan.pipeline_parallel_size
 
 
 def test_nothing_fits_explains_why_and_what_would() -> None:
@@ -124,7 +122,7 @@ def test_quantization_is_suggested_when_it_would_fit() -> None:
     with pytest.raises(NoFitError, match=r"quantization fp8: g6\.xlarge"):
         plan_serving(model, Workload(max_model_len=16384), one_l4)
     plan = plan_serving(model, Workload(max_model_len=16384, quantization="fp8"), one_l4)
-    assert plan.quantization == "fp8" and "--quantization" in plan.vllm_args
+    assert plan.quantization == "fp8" and plan.quantization_arg == "fp8"
 
 
 @pytest.mark.parametrize(
@@ -179,7 +177,8 @@ def test_plan_dict_has_the_documented_keys() -> None:
         "model", "params_billion", "dtype", "quantization", "instance_type", "gpu", "tensor_parallel_size",
         "pipeline_parallel_size", "nodes_per_replica", "gpus_per_replica", "max_model_len",
         "gpu_memory_utilization", "memory_per_gpu_gib", "kv_bytes_per_token_per_gpu", "kv_cache_tokens",
-        "max_concurrency", "vllm_args", "cost_per_hour_usd", "estimated_cold_start_s", "alternatives",
+        "max_concurrency", "max_num_batched_tokens", "max_num_seqs", "quantization_arg", "cost_per_hour_usd",
+        "estimated_cold_start_s", "estimated_load_s", "alternatives",
     ):  # fmt: skip
         assert key in data, key
     assert set(data["gpu"]) == {"name", "memory_gib", "count"}

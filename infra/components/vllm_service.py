@@ -1,0 +1,197 @@
+"""`VllmService`: one model revision served by vLLM: its cache fill Job, its workload (a Deployment, or a
+LeaderWorkerSet when a replica spans nodes), its Service and its PodDisruptionBudget.
+
+Thin: the manifests come from `infra.kubernetes.serving_cache` (fill Job, cache patch) and
+`infra.kubernetes.vllm_workload` (workload, Service, PDB); this component only resolves the Inputs they
+need and orders the resources (the workload waits for the filled cache and its identity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.components import kubernetes_labels
+from infra.components.serving_secrets import API_KEY_SECRET_KEY, HF_TOKEN_SECRET_KEY
+from infra.kubernetes import serving_cache, vllm_workload
+from infra.kubernetes.model_cache import SecretKeyRef
+from infra.kubernetes.serving_cache import RevisionCache
+from infra.kubernetes.vllm_workload import InstanceShape, WorkloadSpec
+from infra.sizing.plan import ServingPlan
+
+
+@dataclass(frozen=True)
+class VllmServiceArgs:
+    """Inputs of `VllmService`. The revision, its plan and its cache entry are plain values (they shape the
+    workload); the cluster's names and the image come from other resources (Inputs)."""
+
+    revision: str  # the revision's name in the stack config
+    plan: ServingPlan
+    cache: RevisionCache
+    instance: InstanceShape
+    served_name: str
+    namespace: pulumi.Input[str]
+    image: pulumi.Input[str]
+    bucket: pulumi.Input[str]
+    reader_service_account: str
+    writer_service_account: str
+    api_key_secret_name: pulumi.Input[str]
+    node_selector: pulumi.Input[Mapping[str, str]]
+    tolerations: pulumi.Input[Sequence[Mapping[str, Any]]]
+    replicas: int
+    min_replicas: int
+    extra_args: tuple[str, ...] = ()
+    extra_args_key: str = "extraArgs"
+    hf_token_secret_name: pulumi.Input[str | None] | None = None  # the fill Job's token; never the pods'
+    fill_cache: bool = True  # False when another revision's Job fills the same entry
+    tags: Mapping[str, str] = field(default_factory=dict)
+    fill_after: Sequence[pulumi.Resource] = ()  # the writer identity
+    serve_after: Sequence[pulumi.Resource] = ()  # the reader identity, the GPU pool, other fills
+
+    def __post_init__(self) -> None:
+        # Build once with placeholders: a bad extra argument or layout fails here, at preview, not in apply.
+        vllm_workload.workload_manifests(
+            self.spec(
+                namespace="ns", image="image:1", bucket="bucket", api_key_secret="key", node_selector={}
+            )
+        )
+
+    @property
+    def name(self) -> str:
+        return vllm_workload.workload_name(self.revision)
+
+    def spec(
+        self,
+        *,
+        namespace: str,
+        image: str,
+        bucket: str,
+        api_key_secret: str,
+        node_selector: Mapping[str, str],
+        tolerations: Sequence[Mapping[str, Any]] = (),
+    ) -> WorkloadSpec:
+        return WorkloadSpec(
+            name=self.name,
+            namespace=namespace,
+            revision=self.revision,
+            image=image,
+            plan=self.plan,
+            instance=self.instance,
+            cache_patch=serving_cache.revision_cache_patch(
+                self.cache, bucket=bucket, image=image, reader_service_account=self.reader_service_account
+            ),
+            checkpoint_bytes=self.cache.checkpoint_bytes,
+            served_name=self.served_name,
+            api_key_secret=SecretKeyRef(api_key_secret, API_KEY_SECRET_KEY),
+            replicas=self.replicas,
+            min_available=self.min_replicas,
+            extra_args=self.extra_args,
+            extra_args_key=self.extra_args_key,
+            node_selector=node_selector,
+            tolerations=tolerations,
+            labels=kubernetes_labels(self.tags),
+        )
+
+
+class VllmService(pulumi.ComponentResource):
+    service_name: pulumi.Output[str]
+    workload_name: pulumi.Output[str]
+    workload_kind: pulumi.Output[str]  # Deployment or LeaderWorkerSet (what an autoscaler targets)
+    fill_job: k8s.batch.v1.Job | None  # None when another revision fills the same cache entry
+
+    def __init__(self, name: str, args: VllmServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llm-serving:index:VllmService", name, None, opts)
+        labels = kubernetes_labels(args.tags)
+
+        self.fill_job = None
+        if args.fill_cache:
+            job = pulumi.Output.all(args.namespace, args.image, args.bucket, args.hf_token_secret_name).apply(
+                lambda v: serving_cache.revision_fill_job(
+                    args.cache,
+                    bucket=v[2],
+                    namespace=v[0],
+                    image=v[1],
+                    writer_service_account=args.writer_service_account,
+                    hf_token_secret=SecretKeyRef(v[3], HF_TOKEN_SECRET_KEY) if v[3] else None,
+                    labels=labels,
+                )
+            )
+            self.fill_job = k8s.batch.v1.Job(
+                f"{name}-fill",
+                metadata=job.apply(lambda m: m["metadata"]),
+                spec=job.apply(lambda m: m["spec"]),
+                opts=pulumi.ResourceOptions(
+                    parent=self, depends_on=list(args.fill_after), delete_before_replace=True
+                ),
+            )
+
+        manifests = pulumi.Output.all(
+            args.namespace,
+            args.image,
+            args.bucket,
+            args.api_key_secret_name,
+            args.node_selector,
+            args.tolerations,
+        ).apply(
+            lambda v: vllm_workload.workload_manifests(
+                args.spec(
+                    namespace=v[0],
+                    image=v[1],
+                    bucket=v[2],
+                    api_key_secret=v[3],
+                    node_selector=v[4],
+                    tolerations=v[5],
+                )
+            )
+        )
+        after = [*args.serve_after, *([self.fill_job] if self.fill_job else [])]
+        serve = pulumi.ResourceOptions(parent=self, depends_on=after)
+        workload = manifests.apply(lambda m: m[0])
+        if args.plan.nodes_per_replica > 1:
+            k8s.apiextensions.CustomResource(
+                f"{name}-workload",
+                api_version=vllm_workload.LWS_API,
+                kind="LeaderWorkerSet",
+                metadata=workload.apply(lambda m: m["metadata"]),
+                spec=workload.apply(lambda m: m["spec"]),
+                opts=serve,
+            )
+            kind = "LeaderWorkerSet"
+        else:
+            k8s.apps.v1.Deployment(
+                f"{name}-workload",
+                metadata=workload.apply(lambda m: m["metadata"]),
+                spec=workload.apply(lambda m: m["spec"]),
+                opts=serve,
+            )
+            kind = "Deployment"
+        service = manifests.apply(lambda m: m[1])
+        k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=service.apply(lambda m: m["metadata"]),
+            spec=service.apply(lambda m: m["spec"]),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        if args.min_replicas >= 1:
+            budget = manifests.apply(lambda m: m[2])
+            k8s.policy.v1.PodDisruptionBudget(
+                f"{name}-pdb",
+                metadata=budget.apply(lambda m: m["metadata"]),
+                spec=budget.apply(lambda m: m["spec"]),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+
+        self.service_name = pulumi.Output.from_input(args.name)
+        self.workload_name = pulumi.Output.from_input(args.name)
+        self.workload_kind = pulumi.Output.from_input(kind)
+        self.register_outputs(
+            {
+                "serviceName": self.service_name,
+                "workloadName": self.workload_name,
+                "workloadKind": self.workload_kind,
+            }
+        )

@@ -1,0 +1,527 @@
+"""The stack's settings: the only code that reads `pulumi.Config`.
+
+`Pulumi.yaml` declares every key once (type, description, default, secret); this module turns the raw values
+into one frozen, validated `StackSettings` and raises `UserError` naming the key for any bad or
+contradictory value.
+
+The unit that flows through the program is a model revision (`Revision`): model id, Hub revision, planner
+inputs, traffic weight and extra vLLM arguments. A stack lists them under `revisions`; every key a revision
+leaves out takes the stack-level key of the same name, so a stack without `revisions` serves one revision,
+`primary`, made of the stack-level keys (the one-revision shorthand).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import pulumi
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SkipValidation,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from infra.config.schema import PROJECT, did_you_mean, load_schema
+from infra.errors import UserError
+from infra.sizing.memory import (
+    CHECKPOINT_QUANTIZATION,
+    DTYPE_CHOICES,
+    KV_CACHE_DTYPE_BYTES,
+    ONLINE_QUANTIZATION,
+)
+
+KUBERNETES_VERSIONS = ("1.31", "1.32", "1.33")  # what kubernetesVersion allows; render tests validate each
+KubernetesVersion = Literal["1.31", "1.32", "1.33"]
+# Tags Karpenter's EC2NodeClass refuses (it sets them itself); the stack's tags go on the GPU nodes too.
+KARPENTER_RESERVED_TAGS = (
+    "eks:eks-cluster-name",
+    "karpenter.sh/nodepool",
+    "karpenter.sh/nodeclaim",
+    "karpenter.k8s.aws/ec2nodeclass",
+)
+# The planner's own lists: config accepts exactly what the planner can size.
+DTYPES = tuple(DTYPE_CHOICES)
+QUANTIZATIONS = ("", *sorted(CHECKPOINT_QUANTIZATION | set(ONLINE_QUANTIZATION)))
+KV_CACHE_DTYPES = tuple(KV_CACHE_DTYPE_BYTES)
+PRIMARY_REVISION = "primary"  # the revision a stack without `revisions` serves
+TOTAL_WEIGHT = 100
+
+_EKS_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_REVISION_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+_MODEL = re.compile(r"^[^\s]+$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_CIDR = re.compile(r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")
+_CERTIFICATE_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$")
+# An image reference as Docker parses it: [registry[:port]/]path[:tag][@sha256:digest].
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_REFERENCE = re.compile(
+    rf"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+)
+
+
+def image_reference_problem(reference: str) -> str | None:
+    """Why an image reference is not pinned (None when it names a tag other than latest, or a digest)."""
+    match = _IMAGE_REFERENCE.match(reference)
+    if not match:
+        return "is not an image reference such as REGISTRY/REPO:TAG or REPO@sha256:DIGEST"
+    if match["digest"]:
+        return None
+    if not match["tag"]:
+        return "names no tag or digest; pin one (a floating image changes under running pods)"
+    if match["tag"] == "latest":
+        return "uses the floating tag latest; pin a version tag or a digest"
+    return None
+
+
+def _one_of(value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+    return value
+
+
+def _names(value: Any) -> Any:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(f"must be a list of non-empty names, got {value!r}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"lists a name twice: {value!r}")
+    return tuple(value)
+
+
+def _model_id(value: str) -> str:
+    if not _MODEL.match(value):
+        raise ValueError(f"{value!r} is not a model id (org/name) or a path: no spaces")
+    return value
+
+
+def _arg_list(value: Any) -> Any:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"must be a list of vLLM arguments as strings, got {value!r}")
+    return tuple(value)
+
+
+# Value types shared by the stack-level keys and a revision's overrides of them.
+ModelId = Annotated[str, AfterValidator(_model_id)]
+Dtype = Annotated[str, AfterValidator(lambda value: _one_of(value, DTYPES))]
+QuantizationMethod = Annotated[str, AfterValidator(lambda value: _one_of(value, QUANTIZATIONS))]
+KvCacheDtype = Annotated[str, AfterValidator(lambda value: _one_of(value, KV_CACHE_DTYPES))]
+Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
+VllmArgs = Annotated[tuple[str, ...], BeforeValidator(_arg_list)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, strict=True)
+
+
+class ReplicaRange(_Strict):
+    """Serving replicas. `min` 0 lets the GPU pool scale to zero."""
+
+    min: int = Field(ge=0, le=100)
+    max: int = Field(ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReplicaRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class ClusterSettings(_Strict):
+    """A new EKS cluster, or an existing one by name (optionally reached through a kubeconfig file)."""
+
+    mode: Literal["new", "existing"]
+    name: str | None = Field(default=None, description="EKS cluster name")
+    kubeconfig: str | None = Field(default=None, description="path to a kubeconfig file (existing only)")
+    node_role: str | None = Field(
+        default=None, alias="nodeRole", description="IAM role of Karpenter's nodes (existing only)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not _EKS_NAME.match(value):
+            raise ValueError(f"{value!r} is not an EKS cluster name (letters, digits, - and _, at most 100)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClusterSettings:
+        if self.mode == "existing" and not self.name:
+            raise ValueError(
+                "mode existing needs the cluster's name: {mode: existing, name: NAME[, kubeconfig: PATH]}"
+            )
+        if self.mode == "new" and (self.kubeconfig or self.node_role):
+            raise ValueError(
+                "kubeconfig and nodeRole apply only to mode existing; a new cluster makes its own"
+            )
+        return self
+
+
+class EndpointSettings(_Strict):
+    """The stack's one OpenAI-compatible endpoint (an ALB): internal unless the stack says otherwise."""
+
+    scheme: Literal["internal", "internet-facing"] = "internal"
+    certificate_arn: str | None = Field(default=None, alias="certificateArn")
+    allowed_cidrs: tuple[str, ...] = Field(default=(), alias="allowedCidrs")
+
+    @field_validator("allowed_cidrs", mode="before")
+    @classmethod
+    def _cidrs(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple) or not all(
+            isinstance(v, str) and _CIDR.match(v) for v in value
+        ):
+            raise ValueError(f"must be a list of IPv4 CIDRs such as 203.0.113.0/24, got {value!r}")
+        return tuple(value)
+
+    @field_validator("certificate_arn")
+    @classmethod
+    def _certificate(cls, value: str | None) -> str | None:
+        if value is not None and not _CERTIFICATE_ARN.match(value):
+            raise ValueError(
+                f"{value!r} is not an ACM certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _public_needs_tls_and_sources(self) -> EndpointSettings:
+        if self.scheme == "internet-facing":
+            if not self.certificate_arn:
+                raise ValueError(
+                    "certificateArn: an internet-facing endpoint serves HTTPS only; name the ACM certificate "
+                    "of its DNS name ({scheme: internet-facing, certificateArn: arn:aws:acm:...})"
+                )
+            if not self.allowed_cidrs:
+                raise ValueError(
+                    "allowedCidrs: list the client networks an internet-facing endpoint admits (0.0.0.0/0 "
+                    "admits everyone; the API key is then the only guard)"
+                )
+        elif self.certificate_arn or self.allowed_cidrs:
+            raise ValueError(
+                "scheme: certificateArn and allowedCidrs apply to an internet-facing endpoint; an internal "
+                "one is reachable only inside the VPC"
+            )
+        return self
+
+
+class RevisionOverrides(_Strict):
+    """One entry of `revisions`: every key left out takes the stack-level key of the same name."""
+
+    name: str
+    weight: int = Field(ge=0, le=TOTAL_WEIGHT)
+    model: ModelId | None = None
+    model_revision: str | None = Field(default=None, alias="modelRevision", min_length=1)
+    served_model_name: str | None = Field(default=None, alias="servedModelName")
+    extra_args: VllmArgs | None = Field(default=None, alias="extraArgs")
+    max_model_len: int | None = Field(default=None, alias="maxModelLen", ge=0, le=10_000_000)
+    concurrency: int | None = Field(default=None, ge=1, le=4096)
+    dtype: Dtype | None = None
+    quantization: QuantizationMethod | None = None
+    kv_cache_dtype: KvCacheDtype | None = Field(default=None, alias="kvCacheDtype")
+    gpus: Names | None = None
+    instance_types: Names | None = Field(default=None, alias="instanceTypes")
+    replicas: ReplicaRange | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _REVISION_NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a revision name: lowercase letters, digits and -, starting with a letter, "
+                "at most 20 characters (it names the revision's Deployment, Service and GPU pool)"
+            )
+        return value
+
+
+class Revision(BaseModel):
+    """A model revision with every key resolved: what gets its own plan, cache entry, workload and weight."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    index: int | None  # its position in `revisions` (None for the shorthand), for error keys
+    weight: int
+    model: str
+    model_revision: str
+    served_model_name: str  # empty: the model id
+    extra_args: tuple[str, ...]
+    max_model_len: int
+    concurrency: int
+    dtype: str
+    quantization: str
+    kv_cache_dtype: str
+    gpus: tuple[str, ...]
+    instance_types: tuple[str, ...]
+    replicas: ReplicaRange
+
+    @property
+    def served_name(self) -> str:
+        return self.served_model_name or self.model
+
+    def key(self, name: str) -> str:
+        """The config key a stack author changes for this revision's `name` (camelCase)."""
+        return name if self.index is None else f"revisions[{self.index}].{name}"
+
+
+# Revision fields a stack-level key supplies when the revision leaves them out.
+INHERITED = (
+    "model", "model_revision", "served_model_name", "extra_args", "max_model_len", "concurrency", "dtype",
+    "quantization", "kv_cache_dtype", "gpus", "instance_types", "replicas",
+)  # fmt: skip
+
+
+class StackSettings(BaseModel):
+    """Everything the program needs from the stack config, validated. Field aliases are the config keys."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", populate_by_name=True, arbitrary_types_allowed=True
+    )
+
+    project: str = PROJECT
+    stack: str
+    model: ModelId = Field(alias="model", min_length=1)
+    model_revision: str = Field(alias="modelRevision", min_length=1)
+    served_model_name: str = Field(alias="servedModelName")
+    extra_args: VllmArgs = Field(alias="extraArgs")
+    max_model_len: int = Field(alias="maxModelLen", ge=0, le=10_000_000, strict=True)
+    concurrency: int = Field(alias="concurrency", ge=1, le=4096, strict=True)
+    dtype: Dtype = Field(alias="dtype")
+    quantization: QuantizationMethod = Field(alias="quantization")
+    kv_cache_dtype: KvCacheDtype = Field(alias="kvCacheDtype")
+    gpus: Names = Field(alias="gpus")
+    instance_types: Names = Field(alias="instanceTypes")
+    capacity_type: Literal["spot", "on-demand"] = Field(alias="capacityType")
+    replicas: ReplicaRange = Field(alias="replicas")
+    revision_overrides: tuple[RevisionOverrides, ...] = Field(alias="revisions")
+    max_cost_per_hour: float = Field(alias="maxCostPerHour", ge=0)
+    cluster: ClusterSettings = Field(alias="cluster")
+    endpoint: EndpointSettings = Field(alias="endpoint")
+    kubernetes_version: KubernetesVersion = Field(alias="kubernetesVersion")
+    region: str = Field(alias="region")
+    namespace: str = Field(alias="namespace")
+    extra_tags: dict[str, str] = Field(alias="tags")
+    serving_image: str = Field(alias="servingImage")
+    model_load_mode: Literal["local", "runai_streamer"] = Field(alias="modelLoadMode")
+    compile_cache: bool = Field(alias="compileCache", strict=True)
+    # Secrets stay Pulumi secrets (Outputs); only whether they are set decides the program's shape.
+    hf_token: SkipValidation[pulumi.Output[str] | None] = Field(default=None, repr=False, exclude=True)
+    api_key: SkipValidation[pulumi.Output[str] | None] = Field(default=None, repr=False, exclude=True)
+
+    @field_validator("revision_overrides", mode="before")
+    @classmethod
+    def _revision_list(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"must be a list of revisions ({{name, weight, ...}}), got {value!r}")
+        return tuple(value)
+
+    @field_validator("max_cost_per_hour", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"must be a number of USD per hour, got {value!r}")
+        return float(value)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not _REGION.match(value):
+            raise ValueError(f"{value!r} is not an AWS region name such as us-east-1")
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not _DNS_LABEL.match(value):
+            raise ValueError(f"{value!r} is not a Kubernetes namespace name (lowercase DNS label)")
+        return value
+
+    @field_validator("extra_tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError(f"must be a map of string to string, got {value!r}")
+        for tag, tag_value in value.items():
+            if not isinstance(tag, str) or not isinstance(tag_value, str):
+                raise ValueError(f"must map strings to strings; {tag!r}: {tag_value!r} is not")
+            if tag.lower().startswith("aws:") or not 0 < len(tag) <= 128 or len(tag_value) > 256:
+                raise ValueError(f"{tag!r} is not a valid AWS tag key (1-128 chars, not aws:)")
+            if tag in KARPENTER_RESERVED_TAGS or tag.startswith("kubernetes.io/cluster"):
+                raise ValueError(f"{tag!r} is a tag Karpenter sets on its nodes; choose another key")
+        return value
+
+    @field_validator("serving_image")
+    @classmethod
+    def _serving_image(cls, value: str) -> str:
+        problem = image_reference_problem(value) if value else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StackSettings:
+        revisions = self.revisions
+        names = [r.name for r in revisions]
+        for index, name in enumerate(names):
+            if names.index(name) != index:
+                raise ValueError(f"revisions[{index}].name: {name!r} names two revisions; names must differ")
+        total = sum(r.weight for r in revisions)
+        if total != TOTAL_WEIGHT:
+            weights = ", ".join(f"{r.name}={r.weight}" for r in revisions)
+            raise ValueError(
+                f"revisions: traffic weights must sum to {TOTAL_WEIGHT}, got {total} ({weights}); a revision "
+                "with weight 0 keeps running without traffic"
+            )
+        serving = [r for r in revisions if r.weight > 0]
+        for revision in serving[1:]:
+            if revision.served_name != serving[0].served_name:
+                raise ValueError(
+                    f"{revision.key('servedModelName')}: {revision.served_name!r} differs from "
+                    f"{serving[0].served_name!r} of revision {serving[0].name!r}; revisions that share "
+                    "traffic are one endpoint and must serve one model name (set servedModelName on both)"
+                )
+        for revision in revisions:
+            if revision.quantization == "fp8" and revision.dtype == "float16":
+                raise ValueError(
+                    f"{revision.key('quantization')}: fp8 quantizes from bfloat16 weights; use dtype auto or "
+                    "bfloat16"
+                )
+            if self.model_load_mode == "runai_streamer" and not _COMMIT.match(revision.model_revision):
+                raise ValueError(
+                    f"{revision.key('modelRevision')}: {revision.model_revision!r} is not a 40-hex commit sha; "
+                    "modelLoadMode runai_streamer points vLLM at the cache entry of one commit, so pin the "
+                    "revision to the commit (the Hub shows it per revision), or use modelLoadMode local"
+                )
+        return self
+
+    # --- derived values -------------------------------------------------------------------------------
+
+    @property
+    def revisions(self) -> tuple[Revision, ...]:
+        """The model revisions this stack serves, every key resolved (one, `primary`, without `revisions`)."""
+        inherited = {name: getattr(self, name) for name in INHERITED}
+        if not self.revision_overrides:
+            return (Revision(name=PRIMARY_REVISION, index=None, weight=TOTAL_WEIGHT, **inherited),)
+        resolved = []
+        for index, overrides in enumerate(self.revision_overrides):
+            values = dict(inherited)
+            values.update(
+                {name: getattr(overrides, name) for name in INHERITED if getattr(overrides, name) is not None}
+            )
+            resolved.append(Revision(name=overrides.name, index=index, weight=overrides.weight, **values))
+        return tuple(resolved)
+
+    @property
+    def name(self) -> str:
+        """Base name of every resource of this stack."""
+        return f"llm-{self.stack}"
+
+    @property
+    def cluster_name(self) -> str:
+        return self.cluster.name or f"{self.project}-{self.stack}"
+
+    @property
+    def cost_ceiling(self) -> float | None:
+        return self.max_cost_per_hour or None
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """The AWS tags every resource carries: project and stack first, then the user's."""
+        return {"project": self.project, "stack": self.stack, "managed-by": "pulumi", **self.extra_tags}
+
+
+def _key_of(loc: tuple[Any, ...]) -> str:
+    """A pydantic error location as the stack file spells it: revisions[1].weight, endpoint.scheme."""
+    key = ""
+    for part in loc:
+        text = str(part)
+        if text.startswith("function-"):
+            continue
+        if isinstance(part, int):
+            key += f"[{part}]"
+        else:
+            key += f".{text}" if key else text
+    return key or "config"
+
+
+def _message(error: Mapping[str, Any]) -> tuple[str, str]:
+    """(key, message) of one pydantic error, the key spelled as in the stack file."""
+    key = _key_of(tuple(error["loc"]))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] in ("literal_error", "enum"):
+        expected = (error.get("ctx") or {}).get("expected", "one of the allowed values")
+        message = f"must be {expected}, got {error.get('input')!r}"
+    elif error["type"] == "extra_forbidden":
+        message = "is not a known field"
+    elif error["type"] == "missing":
+        message = "is required"
+    elif isinstance(error.get("input"), str | int | float) and "got" not in message:
+        message = f"{message}, got {error['input']!r}"
+    named = re.match(r"^([A-Za-z][\w.\[\]]*): (.*)$", message)
+    if named:  # a cross-field check names the key it blames, relative to where it runs
+        blamed, message = named.groups()
+        key = blamed if key == "config" or blamed.startswith(key) else f"{key}.{blamed}"
+    return key, message
+
+
+def settings_from_values(
+    values: Mapping[str, Any],
+    *,
+    stack: str,
+    hf_token: pulumi.Output[str] | None = None,
+    api_key: pulumi.Output[str] | None = None,
+) -> StackSettings:
+    """Validate decoded config values (keys as in `Pulumi.yaml`; missing keys take the schema default)."""
+    schema = load_schema()
+    unknown = [key for key in values if key not in schema]
+    if unknown:
+        raise UserError(
+            "is not a config key of this project" + did_you_mean(unknown[0], schema), key=unknown[0]
+        )
+    data = {name: values.get(name, key.default) for name, key in schema.items() if not key.secret}
+    try:
+        return StackSettings.model_validate(
+            {**data, "stack": stack, "hf_token": hf_token, "api_key": api_key}
+        )
+    except ValidationError as error:
+        problems = [_message(e) for e in error.errors()]
+        key, message = problems[0]
+        more = "".join(f"; {k}: {m}" for k, m in problems[1:])
+        raise UserError(message + more, key=key) from None
+
+
+def load_settings() -> StackSettings:
+    """Read the current stack's config through `pulumi.Config` and validate it."""
+    config = pulumi.Config()
+    values: dict[str, Any] = {}
+    for name, key in load_schema().items():
+        if key.secret:
+            continue
+        try:
+            if key.type == "string":
+                value: Any = config.get(name)
+            elif key.type == "integer":
+                value = config.get_int(name)
+            elif key.type == "boolean":
+                value = config.get_bool(name)
+            else:  # arrays and the untyped structured keys
+                value = config.get_object(name)
+        except (pulumi.ConfigTypeError, json.JSONDecodeError) as error:
+            raise UserError(f"must be of type {key.type_label}: {error}", key=name) from None
+        if value is not None:
+            values[name] = value
+    secrets = {
+        field: config.get_secret(name) if config.get(name) else None
+        for field, name in (("hf_token", "hfToken"), ("api_key", "apiKey"))
+    }
+    return settings_from_values(
+        values, stack=pulumi.get_stack(), hf_token=secrets["hf_token"], api_key=secrets["api_key"]
+    )
