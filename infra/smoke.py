@@ -185,9 +185,9 @@ def _api_errors(url: str, timeout_s: float) -> Iterator[None]:
         raise UserError(
             f"{url} did not answer within {timeout_s:g} s (raise --timeout?)", key="--url"
         ) from None
-    except openai.APIConnectionError as error:
+    except openai.APIConnectionError as error:  # refused, unresolvable, or cut off mid-stream
         cause = error.__cause__ or error
-        raise UserError(f"cannot reach {url}: {cause}", key="--url") from None
+        raise UserError(f"connection to {url} failed: {cause}", key="--url") from None
     except openai.APIStatusError as error:
         raise UserError(f"{url} answered {error.status_code}: {error.message}", key="--url") from None
     except openai.APIError as error:  # e.g. an error event inside the stream
@@ -230,13 +230,20 @@ def check_chat(client: Any, model: str) -> Check:
         temperature=0,
     )
     elapsed = time.perf_counter() - started
-    text = (completion.choices[0].message.content or "") if completion.choices else ""
+    text = delta_text(completion.choices[0].message) if completion.choices else ""
     tokens = completion.usage.completion_tokens if completion.usage else None
     if not text and not tokens:
         raise UserError(f"the chat completion from {model!r} came back empty", key="--url")
     return Check(
         "chat completion", f"{tokens if tokens is not None else '?'} tokens: {text.strip()[:40]!r}", elapsed
     )
+
+
+def delta_text(delta: Any) -> str:
+    """A streamed delta's text: the answer, or a reasoning model's thinking, which vLLM streams first
+    and apart (`reasoning`, `reasoning_content` before it) when a reasoning parser is on."""
+    extra = delta.model_extra or {}
+    return delta.content or extra.get("reasoning") or extra.get("reasoning_content") or ""
 
 
 def check_stream(client: Any, model: str) -> Check:
@@ -252,7 +259,7 @@ def check_stream(client: Any, model: str) -> Check:
         stream=True,
     )
     for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content:
+        if chunk.choices and delta_text(chunk.choices[0].delta):
             chunks += 1
             if first_token_s is None:
                 first_token_s = time.perf_counter() - started

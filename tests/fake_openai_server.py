@@ -2,7 +2,7 @@
 
 Run as a process (tests start it on 127.0.0.1 and stop it by PID):
     python tests/fake_openai_server.py --port P --api-key KEY --model NAME --max-model-len N
-        [--metrics FILE] [--first-token-delay S] [--max-seconds S]
+        [--metrics FILE] [--first-token-delay S] [--break-stream] [--max-seconds S]
 
 - GET  /v1/models            -> vLLM's model list: the base card carries max_model_len, a LoRA card a parent
 - POST /v1/chat/completions  -> a completion, or with "stream": true SSE `data:` chunks ending in [DONE]
@@ -67,6 +67,9 @@ def make_handler(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": {"message": message, "type": "NotFoundError", "code": 404}})
                 return
             words = WORDS[: body.get("max_tokens") or len(WORDS)]
+            if body.get("stream") and args.break_stream:
+                self._broken_stream()
+                return
             if body.get("stream"):
                 self._stream(words)
                 return
@@ -115,6 +118,17 @@ def make_handler(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
             self.wfile.flush()
             self.close_connection = True
 
+        def _broken_stream(self) -> None:
+            """A chunked body cut off after its first chunk, as a dropped connection leaves it."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            event = b'data: {"id": "x", "object": "chat.completion.chunk", "choices": []}\n\n'
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            self.wfile.flush()
+            self.close_connection = True
+
     return Handler
 
 
@@ -140,6 +154,7 @@ def main() -> None:
     parser.add_argument("--max-model-len", type=int, required=True)
     parser.add_argument("--metrics")
     parser.add_argument("--first-token-delay", type=float, default=0.0)
+    parser.add_argument("--break-stream", action="store_true", help="cut streamed answers off mid-body")
     parser.add_argument("--max-seconds", type=float, default=300.0)
     args = parser.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(args))

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from openai.types.chat import ChatCompletionChunk
 
 from infra.cli import main
 from infra.errors import UserError
@@ -19,6 +20,7 @@ from infra.smoke import (
     RevisionPlan,
     Target,
     api_base_url,
+    delta_text,
     kv_cache_tokens_from_metrics,
     metrics_endpoint,
     planned_kv_tokens,
@@ -42,9 +44,8 @@ def metrics_file() -> Path:
     return shared_path("vllm-0.33.0", "metrics-default.prom")
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    """The fake vLLM for this module, replaying vLLM 0.33.0's real /metrics; stopped by its PID."""
+def start_fake_server(*extra: str) -> tuple[str, subprocess.Popen]:
+    """The fake vLLM, replaying vLLM 0.33.0's real /metrics; the caller stops it by its PID."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -52,14 +53,24 @@ def server() -> Iterator[str]:
             str(REPO_ROOT / "tests" / "fake_openai_server.py"),
             *("--port", str(port), "--api-key", KEY, "--model", MODEL),
             *("--max-model-len", str(MAX_MODEL_LEN), "--metrics", str(metrics_file())),
-            *("--first-token-delay", str(FIRST_TOKEN_DELAY_S), "--max-seconds", "300"),
+            *("--first-token-delay", str(FIRST_TOKEN_DELAY_S), "--max-seconds", "300", *extra),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}"
+    except BaseException:
+        stop_process(process)
+        raise
+    return f"http://127.0.0.1:{port}", process
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    url, process = start_fake_server()
+    try:
+        yield url
     finally:
         stop_process(process)
 
@@ -164,7 +175,9 @@ def test_wrong_key_is_a_401_line(server: str) -> None:
 
 def test_unreachable_endpoint(smoke: SmokeRunner) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    assert_one_line_failure(smoke(*url_args(url), "--timeout", "5"), "cannot reach", url)
+    assert_one_line_failure(
+        smoke(*url_args(url), "--timeout", "5"), f"connection to {url} failed", "Connection refused"
+    )
 
 
 def test_model_name_mismatch(server: str, smoke: SmokeRunner) -> None:
@@ -175,6 +188,24 @@ def test_model_name_mismatch(server: str, smoke: SmokeRunner) -> None:
 def test_context_length_mismatch(server: str, smoke: SmokeRunner) -> None:
     result = smoke(*url_args(server, max_model_len="8K"))  # read as vLLM reads it: 8192
     assert_one_line_failure(result, "maxModelLen", "serves max_model_len 32768, the plan says 8192")
+
+
+def test_a_stream_cut_off_mid_body_is_one_line(smoke: SmokeRunner) -> None:
+    url, process = start_fake_server("--break-stream")
+    try:
+        result = smoke(*url_args(url))
+    finally:
+        stop_process(process)
+    assert_one_line_failure(result, "--url", f"connection to {url} failed", "incomplete chunked read")
+
+
+def test_a_server_slower_than_the_timeout_is_one_line(smoke: SmokeRunner) -> None:
+    url, process = start_fake_server("--first-token-delay", "3")  # the last option wins
+    try:
+        result = smoke(*url_args(url), "--timeout", "0.5")
+    finally:
+        stop_process(process)
+    assert_one_line_failure(result, "--url", f"{url} did not answer within 0.5 s")
 
 
 def test_missing_options_name_what_is_needed(smoke: SmokeRunner) -> None:
@@ -359,3 +390,27 @@ def test_kv_comparison_with_several_weighted_revisions_needs_a_choice() -> None:
     assert planned_kv_tokens(target, "qwen3-8b-v2") == (90000, None)
     with pytest.raises(UserError, match="--revision"):
         planned_kv_tokens(target, "qwen3-8b-v9")
+
+
+@pytest.mark.parametrize(
+    ("delta", "text"),
+    [
+        ({"content": "Hi"}, "Hi"),
+        ({"role": "assistant", "content": ""}, ""),
+        ({"content": None, "reasoning": "Let me"}, "Let me"),
+        ({"content": None, "reasoning_content": "Okay,"}, "Okay,"),
+    ],
+)
+def test_a_reasoning_model_streams_thinking_first_and_that_is_its_first_token(
+    delta: dict[str, object], text: str
+) -> None:
+    chunk = ChatCompletionChunk.model_validate(
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": MODEL,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+        }
+    )
+    assert delta_text(chunk.choices[0].delta) == text
