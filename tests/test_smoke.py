@@ -27,7 +27,7 @@ from infra.smoke import (
     planner_error_percent,
     target_from_outputs,
 )
-from tests.conftest import REPO_ROOT, free_port, shared_path, stop_process, wait_for_port
+from tests.conftest import REPO_ROOT, free_port, run_infra, shared_path, stop_process, wait_for_port
 
 MODEL = "Qwen/Qwen3-8B"
 KEY = "sk-smoke-test"
@@ -75,19 +75,10 @@ def server() -> Iterator[str]:
         stop_process(process)
 
 
-def run_smoke_cli(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_smoke_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "220"}
     env.pop("LLM_SERVING_API_KEY", None)
-    if path is not None:
-        env["PATH"] = path
-    return subprocess.run(
-        [sys.executable, "-m", "infra", "smoke", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,
-        timeout=120,
-    )
+    return run_infra("smoke", *args, env=env)
 
 
 @pytest.fixture
