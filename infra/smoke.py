@@ -148,25 +148,23 @@ def target_from_outputs(outputs: Mapping[str, Any]) -> Target:
 # --- the checks -------------------------------------------------------------------------------------
 
 
-def api_base_url(url: str) -> str:
-    """The OpenAI base URL of an endpoint given with or without its /v1."""
+def _require_http_url(url: str, key: str, example: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UserError(
-            f"{url!r} is not an http(s) URL, e.g. http://HOST or http://127.0.0.1:8000", key="--url"
-        )
+        raise UserError(f"{url!r} is not an http(s) URL, e.g. {example}", key=key)
+
+
+def api_base_url(url: str) -> str:
+    """The OpenAI base URL of an endpoint given with or without its /v1."""
+    _require_http_url(url, "--url", "http://HOST or http://127.0.0.1:8000")
     base = url.rstrip("/")
     return base if base.endswith("/v1") else f"{base}/v1"
 
 
 def metrics_endpoint(url: str) -> str:
     """vLLM's metrics URL from `--metrics-url`: the server's root (port-forwarded) or its /metrics."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UserError(
-            f"{url!r} is not an http(s) URL, e.g. http://127.0.0.1:8000/metrics", key="--metrics-url"
-        )
-    return url if parts.path.strip("/") else f"{url.rstrip('/')}/metrics"
+    _require_http_url(url, "--metrics-url", "http://127.0.0.1:8000/metrics")
+    return url if urlsplit(url).path.strip("/") else f"{url.rstrip('/')}/metrics"
 
 
 @contextmanager

@@ -335,8 +335,10 @@ def test_urls(url: str, base: str, metrics: str) -> None:
 
 
 def test_a_url_without_scheme_names_the_option() -> None:
-    with pytest.raises(UserError, match="--url"):
+    with pytest.raises(UserError, match=r"^--url: 'alb\.example' is not an http"):
         api_base_url("alb.example")
+    with pytest.raises(UserError, match=r"^--metrics-url: 'localhost:8000' is not an http"):
+        metrics_endpoint("localhost:8000")
 
 
 def test_outputs_keep_only_revisions_with_traffic() -> None:
