@@ -11,6 +11,7 @@ from infra.modelcache.cli import cache_app
 from infra.render_cli import render_command
 from infra.sizing.gpus_cli import gpus_app
 from infra.sizing.plan_cli import plan_command
+from infra.smoke_cli import smoke_command
 
 app = typer.Typer(
     help="llm-serving: plan, render and operate vLLM on AWS EKS.",
@@ -22,6 +23,7 @@ app.command("plan")(plan_command)
 app.add_typer(gpus_app, name="gpus")
 app.add_typer(cache_app, name="cache")
 app.command("render")(render_command)
+app.command("smoke")(smoke_command)
 
 
 def main() -> None:

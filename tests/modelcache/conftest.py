@@ -13,7 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.conftest import REPO_ROOT, free_port, stop_process, wait_for_port
+from tests.conftest import free_port, run_infra, stop_process, wait_for_port
 from tests.modelcache.fake_hub import generate_model
 
 HERE = Path(__file__).resolve().parent
@@ -45,14 +45,7 @@ def run_cache(
 ) -> subprocess.CompletedProcess[str]:
     """`python -m infra cache ARGS` in a fresh process, as a user runs it."""
     env = {**fake_aws_env(endpoint), **(extra_env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "infra", "cache", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_infra("cache", *args, env=env, timeout=timeout)
 
 
 def s3_client(endpoint: str):
