@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from infra.diff_cli import diff_command
 from infra.errors import UserError
 from infra.modelcache.cli import cache_app
 from infra.render_cli import render_command
@@ -22,6 +23,7 @@ app.command("plan")(plan_command)
 app.add_typer(gpus_app, name="gpus")
 app.add_typer(cache_app, name="cache")
 app.command("render")(render_command)
+app.command("diff")(diff_command)
 
 
 def main() -> None:
