@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from infra.errors import UserError
 
@@ -108,3 +109,42 @@ def cost_per_million_output_tokens(result: BenchResult, cost_per_hour_usd: float
     if not cost_per_hour_usd or not result.output_throughput:
         return None
     return cost_per_hour_usd / (result.output_throughput * 3600) * 1_000_000
+
+
+def _percentiles(result: BenchResult, metric: str) -> str:
+    stats = result.latency_ms.get(metric) or {}
+    shown = [f"{stats[p]:.1f}" if p in stats else "-" for p in ("p50", "p90", "p99")]
+    return " / ".join(shown)
+
+
+def report(result: BenchResult, plan: dict[str, Any], *, title: str) -> str:
+    """The measured numbers next to what the planner expected for this stack, as a Markdown table."""
+    cost = plan.get("cost_per_hour_usd")
+    per_million = cost_per_million_output_tokens(result, cost)
+    rate = "all at once" if result.request_rate is None else f"{result.request_rate:g} req/s"
+    rows = [
+        ("requests", f"{result.completed} succeeded, {result.failed} failed at {rate}", ""),
+        ("TTFT p50 / p90 / p99 (ms)", _percentiles(result, "ttft"), ""),
+        ("inter-token p50 / p90 / p99 (ms)", _percentiles(result, "itl"), ""),
+        ("end-to-end p50 / p90 / p99 (ms)", _percentiles(result, "e2el"), ""),
+        ("request throughput (req/s)", f"{result.request_throughput:.2f}", ""),
+        (
+            "output tokens/s (peak)",
+            f"{result.output_throughput or 0:.1f} ({result.peak_output_throughput or 0:.1f})",
+            "",
+        ),
+        (
+            "KV cache",
+            "",
+            f"{plan.get('kv_cache_tokens')} tokens: {plan.get('max_concurrency')} full-length "
+            f"({plan.get('max_model_len')}-token) sequences at once",
+        ),
+        (
+            "$ per million output tokens",
+            "-" if per_million is None else f"{per_million:.2f}",
+            "-" if cost is None else f"${cost:.2f}/h per replica ({plan.get('instance_type')})",
+        ),
+    ]
+    lines = [f"### {title}", "", "| | measured | planner |", "|---|---|---|"]
+    lines += [f"| {label} | {measured} | {planned} |" for label, measured, planned in rows]
+    return "\n".join(lines) + "\n"
