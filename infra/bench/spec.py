@@ -40,7 +40,9 @@ class BenchSettings:
 
     def __post_init__(self) -> None:
         if not self.request_rate > 0:
-            raise UserError(f"{self.request_rate:g} is not a request rate; use a positive number", key="--rate")
+            raise UserError(
+                f"{self.request_rate:g} is not a request rate; use a positive number", key="--rate"
+            )
         if self.dataset not in DATASETS:
             raise UserError(f"unknown dataset {self.dataset!r}; use {' or '.join(DATASETS)}", key="--dataset")
         if self.num_prompts < 1:

@@ -22,7 +22,8 @@ from policy import rules
 from tests.conftest import REPO_ROOT, free_port, stop_process, wait_for_port
 
 VLLM = REPO_ROOT / ".venv-vllm" / "bin"
-CHECK = REPO_ROOT / "tests" / "vllm_bench_check.py"
+CHECK = REPO_ROOT / "tests" / "vllm_parser_check.py"
+TOKENIZER = Path(__file__).parent / "tiny_tokenizer.py"
 RECORDED = Path(__file__).parent / "data" / "bench-serve-0.33.0.txt"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/serving@sha256:" + "a" * 64
 URL = service_url("vllm-main", "llm-serving")
@@ -112,6 +113,7 @@ def real_parser() -> dict[str, Any]:
     cases = [
         {
             "name": dataset,
+            "command": "bench serve",
             "args": bench_args(model="org/m", served_model_name="m", base_url=URL, settings=settings),
         }
         for dataset, settings in (
@@ -119,7 +121,7 @@ def real_parser() -> dict[str, Any]:
             ("random", BenchSettings(dataset="random", request_rate=0.5, num_prompts=7)),
         )
     ]
-    cases.append({"name": "typo", "args": ["--request-rte", "3"]})
+    cases.append({"name": "typo", "command": "bench serve", "args": ["--request-rte", "3"]})
     result = subprocess.run(
         [str(VLLM / "python"), str(CHECK)],
         input=json.dumps(cases),
@@ -196,7 +198,7 @@ def test_a_real_run_parses(tmp_path: Path) -> None:
     if not (VLLM / "vllm").exists():
         pytest.skip(f"needs vLLM in {VLLM.parent}: run `make vllm-parser` (make test does)")
     tokenizer = tmp_path / "tokenizer"
-    subprocess.run([str(VLLM / "python"), str(CHECK), "--tokenizer", str(tokenizer)], check=True, timeout=300)
+    subprocess.run([str(VLLM / "python"), str(TOKENIZER), str(tokenizer)], check=True, timeout=300)
     port = free_port()
     server = subprocess.Popen(
         [
