@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 
 VLLM_VENV ?= .venv-vllm
 
-.PHONY: install vllm-parser vllm-flags test lint typecheck unit
+POLICY_VENV ?= policy/venv
+
+.PHONY: install vllm-parser vllm-flags policy-venv test lint typecheck unit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +23,12 @@ vllm-parser:
 	$(VLLM_VENV)/bin/pip install --quiet --no-deps \
 		"vllm==$$($(BIN)/python -c 'from infra.versions import VLLM_VERSION; print(VLLM_VERSION)')"
 
+# The CrossGuard pack's own virtualenv (pulumi-policy pins protobuf 5.29; the program runs on 6.x), where
+# `pulumi preview --policy-pack policy/` runs it and tests/policy/test_pack.py starts it.
+policy-venv:
+	test -x $(POLICY_VENV)/bin/python || $(PYTHON) -m venv $(POLICY_VENV)
+	$(POLICY_VENV)/bin/pip install --quiet -r policy/requirements.txt
+
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -31,7 +39,7 @@ typecheck:
 unit:
 	$(BIN)/python -m pytest
 
-test: install vllm-parser lint typecheck unit
+test: install vllm-parser policy-venv lint typecheck unit
 
 # The `vllm serve` flag table the preview checks user arguments against, from vLLM's own parser
 # (tests/vllm_serve/test_flags.py fails when the committed table drifts from it).

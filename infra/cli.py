@@ -6,6 +6,8 @@ import sys
 
 import typer
 
+from infra.bench.cli import bench_command
+from infra.diff_cli import diff_command
 from infra.errors import UserError
 from infra.modelcache.cli import cache_app
 from infra.render_cli import render_command
@@ -24,6 +26,8 @@ app.add_typer(gpus_app, name="gpus")
 app.add_typer(cache_app, name="cache")
 app.command("render")(render_command)
 app.command("smoke")(smoke_command)
+app.command("diff")(diff_command)
+app.command("bench")(bench_command)
 
 
 def main() -> None:
