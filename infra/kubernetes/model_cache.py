@@ -97,7 +97,8 @@ class Resources:
         return {"requests": requests, "limits": {"memory": self.memory}}
 
 
-def _security_context() -> Manifest:
+def container_security_context() -> Manifest:
+    """Non-root, no capabilities, RuntimeDefault seccomp, read-only root: every container this program runs."""
     return {
         "runAsNonRoot": True,
         "runAsUser": IMAGE_UID,
@@ -191,7 +192,7 @@ def fill_job(args: FillJobArgs) -> Manifest:
                 "resources": Resources(
                     args.resources.cpu, args.resources.memory, f"{args.scratch_size_gib}Gi"
                 ).render(),
-                "securityContext": _security_context(),
+                "securityContext": container_security_context(),
                 "volumeMounts": [
                     {"name": SCRATCH_VOLUME, "mountPath": "/scratch"},
                     {"name": TMP_VOLUME, "mountPath": "/tmp"},
@@ -318,7 +319,7 @@ def model_pull_init_container(args: ServingCacheArgs) -> Manifest:
         "args": tool_args,
         "env": [_env("PYTHONUNBUFFERED", "1"), *_region_env(args.region)],
         "resources": args.init_resources.render(),
-        "securityContext": _security_context(),
+        "securityContext": container_security_context(),
         "volumeMounts": [*mounts, {"name": TMP_VOLUME, "mountPath": "/tmp"}],
     }
 
@@ -339,7 +340,7 @@ def compile_cache_init_container(args: ServingCacheArgs) -> Manifest | None:
         "args": tool_args,
         "env": [_env("PYTHONUNBUFFERED", "1"), *_region_env(args.region)],
         "resources": Resources(cpu="1", memory="1Gi").render(),
-        "securityContext": _security_context(),
+        "securityContext": container_security_context(),
         "volumeMounts": [
             {"name": COMPILE_VOLUME, "mountPath": COMPILE_CACHE_DIR},
             {"name": TMP_VOLUME, "mountPath": "/tmp"},

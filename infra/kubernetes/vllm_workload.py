@@ -23,7 +23,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.kubernetes.model_cache import IMAGE_UID, TMP_VOLUME, Manifest, SecretKeyRef, ServingPodPatch
+from infra.kubernetes.model_cache import (
+    IMAGE_UID,
+    TMP_VOLUME,
+    Manifest,
+    SecretKeyRef,
+    ServingPodPatch,
+    container_security_context,
+)
 from infra.kubernetes.nodepools import GPU_RESOURCE
 from infra.kubernetes.serving_cache import FILL_BYTES_PER_SECOND, FILL_STARTUP_SECONDS
 from infra.sizing.plan import ServingPlan
@@ -182,18 +189,6 @@ def _volumes(spec: WorkloadSpec) -> list[Manifest]:
     ]
 
 
-def _security_context() -> Manifest:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": IMAGE_UID,
-        "runAsGroup": IMAGE_UID,
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def vllm_arguments(spec: WorkloadSpec, role: str) -> list[str]:
     """The container's arguments (after `vllm serve`), with a node's rank in a multi-node replica."""
     args = serve_args(
@@ -226,7 +221,7 @@ def vllm_container(spec: WorkloadSpec, role: str) -> Manifest:
         "args": vllm_arguments(spec, role),
         "env": env,
         "resources": pod_resources(spec.plan, spec.instance, ephemeral),
-        "securityContext": _security_context(),
+        "securityContext": container_security_context(),
         "volumeMounts": [
             *spec.cache_patch.volume_mounts,
             {"name": TMP_VOLUME, "mountPath": "/tmp"},
