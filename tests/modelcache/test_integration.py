@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -439,30 +441,45 @@ def test_unreachable_hub_is_one_clear_line(tmp_path: Path) -> None:
     )
 
 
-def test_pull_hashes_read_back_chunks_when_no_buffer_may_be_held(
-    moto_endpoint: str, push_small: Callable[[str], str], small_model: Path, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    """The fallback path: every chunk gives up its buffer and is hashed from the page cache."""
-    import threading
-
-    from infra.modelcache import pull as pull_module
+def test_entry_without_crc64nvme_is_verified_by_sha256_read_back(
+    moto_endpoint: str, push_small: Callable[[str], str], small_model: Path, tmp_path: Path
+) -> None:
+    """The fallback path: a manifest written before crc64nvme existed; every file is hashed from the page
+    cache (sha256) before its rename, and corruption is still caught."""
     from infra.modelcache.layout import CacheEntry
+    from infra.modelcache.manifest import build_manifest, marker_body, parse_manifest
 
-    original_init = pull_module._Downloader.__init__
-
-    def no_held_buffers(self: pull_module._Downloader, *args: object, **kwargs: object) -> None:
-        original_init(self, *args, **kwargs)  # type: ignore[arg-type]
-        self._held = threading.BoundedSemaphore(0)
-
-    monkeypatch.setattr(pull_module._Downloader, "__init__", no_held_buffers)
     entry_uri = push_small("readback")
+    client = s3_client(moto_endpoint)
+    pushed = parse_manifest(
+        client.get_object(Bucket=BUCKET, Key=_entry_key(entry_uri, ".manifest.json"))["Body"].read()
+    )
+    assert all(f.crc64nvme for f in pushed.files)
+    old = build_manifest(
+        pushed.model, pushed.revision, pushed.commit, [replace(f, crc64nvme=None) for f in pushed.files]
+    )
+    assert "crc64nvme" not in old.to_json()
+    client.put_object(Bucket=BUCKET, Key=_entry_key(entry_uri, ".manifest.json"), Body=old.to_json().encode())
+    client.put_object(Bucket=BUCKET, Key=_entry_key(entry_uri, ".complete"), Body=marker_body(old).encode())
     location = split_entry_uri(S3Location(BUCKET, entry_uri.removeprefix(f"s3://{BUCKET}/")))
     assert location is not None
     settings = TransferSettings(concurrency=4, chunk_size=1024 * 1024, fsync=False)
     dest = tmp_path / "m"
     pull(make_s3_client(settings, moto_endpoint), CacheEntry(*location), dest, settings=settings)
     assert tree_digest(dest) == tree_digest(small_model)
+
+    shard = "model-00001-of-00002.safetensors"
+    spoiled = bytearray((small_model / shard).read_bytes())
+    spoiled[-1] ^= 0xFF
+    client.put_object(Bucket=BUCKET, Key=_entry_key(entry_uri, f"/{shard}"), Body=bytes(spoiled))
+    with pytest.raises(UserError, match=f"{shard}: sha256 of the downloaded object"):
+        pull(
+            make_s3_client(settings, moto_endpoint),
+            CacheEntry(*location),
+            tmp_path / "again",
+            settings=settings,
+        )
+    assert not (tmp_path / "again" / shard).exists() and _no_temp_files(tmp_path / "again")
 
 
 def test_disk_filling_up_mid_pull_is_one_clear_error_and_leaves_nothing(
@@ -494,3 +511,30 @@ def test_disk_filling_up_mid_pull_is_one_clear_error_and_leaves_nothing(
     assert _no_temp_files(dest)
     assert not list(dest.glob("*.safetensors"))
     assert not (dest / ".modelcache-manifest.json").exists()
+
+
+@pytest.mark.parametrize("fault", ["--drop-first", "--slowdown-first"])
+def test_ranges_that_keep_failing_end_in_one_line_naming_the_object(
+    moto_endpoint: str, push_small: Callable[[str], str], small_model: Path, tmp_path: Path, fault: str
+) -> None:
+    """Every ranged GET cut off (or throttled) until the attempts run out: one line, the file, the cause."""
+    entry_uri = push_small(f"gives-up{fault}")
+    proxy = start_script(
+        "fault_proxy.py", "--upstream", moto_endpoint, fault, "100000", "--max-seconds", "120"
+    )
+    dest = tmp_path / "model"
+    try:
+        result = run_cache(
+            "pull", "--from", entry_uri, "--to", str(dest), "--max-attempts", "2", "--concurrency", "1",
+            endpoint=proxy.url, timeout=60,
+        )  # fmt: skip
+    finally:
+        stop_process(proxy.process)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    named = re.match(r"error: --from: (\S+): bytes \d+-\d+ failed 2 times, giving up \((.+)\)", last)
+    assert named is not None, last
+    assert (small_model / named.group(1)).is_file(), last
+    assert ("ConnectionError" if fault == "--drop-first" else "SlowDown") in named.group(2), last
+    assert _no_temp_files(dest) and not list(dest.glob("*.safetensors"))
