@@ -48,7 +48,12 @@ _defaults = TransferSettings()
 
 
 def _settings(
-    concurrency: int, chunk_size_mib: int, max_attempts: int, retry_mode: str, fsync: bool = True
+    concurrency: int,
+    chunk_size_mib: int,
+    max_attempts: int,
+    retry_mode: str,
+    fsync: bool = True,
+    direct_io: bool = True,
 ) -> TransferSettings:
     if retry_mode not in ("standard", "adaptive"):
         raise UserError("must be 'standard' or 'adaptive'", key="--retry-mode")
@@ -59,6 +64,7 @@ def _settings(
         max_attempts=max_attempts,
         retry_mode=mode,
         fsync=fsync,
+        direct_io=direct_io,
     )
 
 
@@ -138,6 +144,9 @@ def pull_command(
     max_attempts: MaxAttempts = _defaults.max_attempts,
     retry_mode: RetryModeOption = _defaults.retry_mode,
     fsync: Annotated[bool, typer.Option(help="fsync each file before its rename.")] = True,
+    direct_io: Annotated[
+        bool, typer.Option(help="Write with O_DIRECT where the filesystem allows (no page-cache copy).")
+    ] = True,
     endpoint_url: EndpointUrl = None,
 ) -> None:
     """Pull a complete entry: parallel ranged GETs, sha256-verified, atomic renames, resumable.
@@ -145,7 +154,7 @@ def pull_command(
     Prints the model directory on stdout (for `vllm serve "$(... pull ...)"`); progress goes to stderr.
     """
     location = parse_s3_uri(source, key="--from")
-    settings = _settings(concurrency, chunk_size_mib, max_attempts, retry_mode, fsync)
+    settings = _settings(concurrency, chunk_size_mib, max_attempts, retry_mode, fsync, direct_io)
     client = make_s3_client(settings, endpoint_url)
     with s3_errors(f"pull {location.uri}"):
         entry = resolve_entry(client, location, model, revision)

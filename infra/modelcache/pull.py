@@ -1,16 +1,20 @@
 """pull: S3 -> local disk with many parallel ranged GETs, verified, atomic per file, resumable.
 
-Every file is written to a temporary name beside its final name, preallocated, filled by ranged GETs
-(`os.pwrite` at the range's offset), hashed in order while the later ranges are still in flight, and
-only renamed to its final name when size and sha256 match the manifest. A file already present under
-its final name with the manifest's size was put there by that rename, so a rerun skips it; temporary
-files of a killed run are deleted and fetched again.
+Every file is written to a temporary name beside its final name, preallocated, and filled by ranged
+GETs, each streamed through a 1 MiB buffer: written at its offset (O_DIRECT where the filesystem
+allows, so no copy into the page cache) and checksummed (CRC-64/NVME) as it arrives. When a file's last
+range lands, the ranges' CRCs are combined and compared with the manifest (sha256, read back, for
+entries without a CRC or on a mismatch), and only then is the file renamed to its final name. A file
+already present under its final name with the manifest's size was put there by that rename, so a rerun
+skips it; temporary files of a killed run are deleted and fetched again.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
+import mmap
 import os
 import shutil
 import threading
@@ -60,7 +64,10 @@ from infra.modelcache.transfer import (
 
 TEMP_SUFFIX = ".modelcache-part"
 FREE_SPACE_MARGIN = 64 * MiB
-_PIECE = 256 * 1024  # bytes per socket read, write and checksum update; fits in a core's L2 cache
+# Bytes per socket read, write and checksum update: small enough to stay in a core's cache between the
+# read and the checksum, large enough for few calls (1 MiB beat 256 KiB on the benchmark, in CPU and MiB/s).
+_PIECE = 1024 * 1024
+_DIRECT_ALIGN = 4096  # O_DIRECT writes need block-aligned offsets and lengths (and buffers: mmap's are)
 
 
 class CorruptObjectError(UserError):
@@ -212,6 +219,7 @@ class _FileJob:
     temp: Path
     ranges: list[tuple[int, int]]
     fd: int = -1
+    direct_fd: int = -1  # the same file opened with O_DIRECT, where the filesystem allows it
     crcs: dict[int, int] = field(default_factory=dict)  # range index -> crc64nvme of its bytes
     finished: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -257,9 +265,7 @@ class _Downloader:
                     raise error
         finally:
             for job in jobs:
-                if job.fd >= 0:
-                    os.close(job.fd)
-                    job.fd = -1
+                _close(job)
                 if not job.finished:
                     job.temp.unlink(missing_ok=True)
 
@@ -268,7 +274,7 @@ class _Downloader:
         the write and the checksum, and reused, so a pull faults in a few MiB of memory, not GiBs."""
         buffer = getattr(self._buffers, "piece", None)
         if buffer is None:
-            buffer = memoryview(bytearray(_PIECE))
+            buffer = memoryview(mmap.mmap(-1, _PIECE))  # page-aligned, as O_DIRECT requires
             self._buffers.piece = buffer
         return buffer
 
@@ -282,6 +288,13 @@ class _Downloader:
                 return
             job.final.parent.mkdir(parents=True, exist_ok=True)
             job.fd = os.open(job.temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            if self.settings.direct_io:
+                try:
+                    job.direct_fd = os.open(job.temp, os.O_WRONLY | os.O_DIRECT)
+                except OSError:
+                    job.direct_fd = (
+                        -1
+                    )  # e.g. EINVAL: this filesystem has no O_DIRECT; write through the cache
             try:
                 # Reserve the space up front: a full disk fails here, not 40 GB later.
                 os.posix_fallocate(job.fd, 0, job.spec.size)
@@ -366,9 +379,7 @@ class _Downloader:
             if not n:
                 raise ConnectionError(f"connection closed after {got} of {length} bytes")
             piece = buffer[:n]
-            written = 0
-            while written < n:
-                written += os.pwrite(job.fd, piece[written:], offset + got + written)
+            _write_at(job, piece, offset + got)
             if checksum:
                 crc = crc64nvme(piece, crc)  # pyright: ignore[reportArgumentType]  (any buffer works)
             got += n
@@ -398,8 +409,7 @@ class _Downloader:
                 )
         if self.settings.fsync:
             os.fsync(job.fd)
-        os.close(job.fd)
-        job.fd = -1
+        _close(job)
         os.replace(job.temp, job.final)
         job.finished = True
 
@@ -414,6 +424,30 @@ class _Downloader:
             digest.update(buffer[:n])
             done += n
         return digest.hexdigest()
+
+
+def _write_at(job: _FileJob, piece: memoryview, offset: int) -> None:
+    """Write `piece` at `offset`: straight to the disk where block-aligned (O_DIRECT: no copy into the
+    page cache, which costs as much CPU as the rest of a pull), else through the page cache."""
+    written, n = 0, len(piece)
+    if job.direct_fd >= 0 and offset % _DIRECT_ALIGN == 0 and n % _DIRECT_ALIGN == 0:
+        try:
+            while written < n:
+                written += os.pwrite(job.direct_fd, piece[written:], offset + written)
+            return
+        except OSError as error:
+            if error.errno != errno.EINVAL:
+                raise
+            job.direct_fd = -1  # opened, but refused on write (some filesystems): use the cache from now on
+    while written < n:
+        written += os.pwrite(job.fd, piece[written:], offset + written)
+
+
+def _close(job: _FileJob) -> None:
+    for fd in (job.fd, job.direct_fd):
+        if fd >= 0:
+            os.close(fd)
+    job.fd = job.direct_fd = -1
 
 
 def _gave_up(path: str, first: int, last: int, attempts: int, error: BaseException) -> UserError:

@@ -39,13 +39,13 @@ RetryMode = Literal["standard", "adaptive"]
 
 
 def default_concurrency(cpus: int | None = None) -> int:
-    """Parallel ranged GETs: 4 per CPU, at least 8, at most 64.
+    """Parallel ranged GETs: 8 per CPU, at least 16, at most 64.
 
-    Real S3 delivers ~90 MB/s per connection, so throughput comes from connections; each costs ~2 CPU s
-    per GiB it carries (docs/benchmarks.md), so more than a few per core only queue for the CPU (on the
-    2-vCPU benchmark machine 4-8 beat 16). 64 connections carry ~45 Gb/s from S3.
+    Real S3 delivers ~90 MB/s per connection, so throughput comes from connections in flight; a
+    connection waiting on the disk or the GIL costs nothing but a socket (ranges stream through a 1 MiB
+    buffer). On the 2-vCPU benchmark machine 16 beat 8 and 4 (docs/benchmarks.md); 64 carry ~45 Gb/s.
     """
-    return min(64, max(8, 4 * (cpus if cpus is not None else os.cpu_count() or 1)))
+    return min(64, max(16, 8 * (cpus if cpus is not None else os.cpu_count() or 1)))
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,9 @@ class TransferSettings:
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
     fsync: bool = True  # flush each file before its rename, so a node crash never leaves a torn file
+    # Pull writes with O_DIRECT where the filesystem allows: no page-cache copy (the largest CPU cost of
+    # a pull on the benchmark), no dirty pages charged to the pod's memory limit, little left for fsync.
+    direct_io: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 256:

@@ -463,7 +463,8 @@ def test_entry_without_crc64nvme_is_verified_by_sha256_read_back(
     client.put_object(Bucket=BUCKET, Key=_entry_key(entry_uri, ".complete"), Body=marker_body(old).encode())
     location = split_entry_uri(S3Location(BUCKET, entry_uri.removeprefix(f"s3://{BUCKET}/")))
     assert location is not None
-    settings = TransferSettings(concurrency=4, chunk_size=1024 * 1024, fsync=False)
+    # Through the page cache this time (no O_DIRECT), the path of filesystems that refuse it.
+    settings = TransferSettings(concurrency=4, chunk_size=1024 * 1024, fsync=False, direct_io=False)
     dest = tmp_path / "m"
     pull(make_s3_client(settings, moto_endpoint), CacheEntry(*location), dest, settings=settings)
     assert tree_digest(dest) == tree_digest(small_model)
@@ -538,3 +539,46 @@ def test_ranges_that_keep_failing_end_in_one_line_naming_the_object(
     assert (small_model / named.group(1)).is_file(), last
     assert ("ConnectionError" if fault == "--drop-first" else "SlowDown") in named.group(2), last
     assert _no_temp_files(dest) and not list(dest.glob("*.safetensors"))
+
+
+def test_pull_writes_aligned_pieces_with_o_direct(
+    moto_endpoint: str, push_small: Callable[[str], str], small_model: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Whole blocks go to the disk with O_DIRECT (no page-cache copy); files are still byte-identical."""
+    from infra.modelcache import pull as pull_module
+    from infra.modelcache.layout import CacheEntry
+
+    direct_fds: set[int] = set()
+    direct_bytes: list[int] = []
+    real_open, real_pwrite, real_close = os.open, os.pwrite, os.close
+
+    def recording_open(path: str, flags: int, *args: int) -> int:
+        fd = real_open(path, flags, *args)
+        if flags & os.O_DIRECT:
+            direct_fds.add(fd)
+        return fd
+
+    def recording_close(fd: int) -> None:
+        direct_fds.discard(fd)  # its number may be reused by a plain open
+        real_close(fd)
+
+    def recording_pwrite(fd: int, data: memoryview, offset: int) -> int:
+        if fd in direct_fds:
+            direct_bytes.append(len(data))
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(pull_module.os, "open", recording_open)
+    monkeypatch.setattr(pull_module.os, "pwrite", recording_pwrite)
+    monkeypatch.setattr(pull_module.os, "close", recording_close)
+    entry_uri = push_small("direct")
+    location = split_entry_uri(S3Location(BUCKET, entry_uri.removeprefix(f"s3://{BUCKET}/")))
+    assert location is not None
+    settings = TransferSettings(concurrency=2, chunk_size=1024 * 1024)
+    dest = tmp_path / "m"
+    pull(make_s3_client(settings, moto_endpoint), CacheEntry(*location), dest, settings=settings)
+    assert tree_digest(dest) == tree_digest(small_model)
+    if not direct_bytes:
+        pytest.skip(f"{tmp_path} does not support O_DIRECT")
+    shard_bytes = sum(p.stat().st_size for p in small_model.glob("*.safetensors"))
+    assert sum(direct_bytes) >= shard_bytes - 2 * 4096 and all(n % 4096 == 0 for n in direct_bytes)
