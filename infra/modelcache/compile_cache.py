@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from boto3.s3.transfer import S3Transfer
 from botocore.exceptions import ClientError
 
 from infra.errors import UserError
@@ -68,7 +69,7 @@ def push_compile_cache(client: Any, root: S3Location, key: str, source: Path) ->
         archive = Path(scratch) / ARCHIVE_NAME
         with tarfile.open(archive, "w") as tar:
             tar.add(source, arcname=".")
-        client.upload_file(str(archive), bucket, root.key(key, ARCHIVE_NAME))
+        S3Transfer(client).upload_file(str(archive), bucket, root.key(key, ARCHIVE_NAME))
     client.put_object(Bucket=bucket, Key=marker, Body=b"complete\n")
     return True
 
@@ -87,7 +88,7 @@ def pull_compile_cache(client: Any, root: S3Location, key: str, dest: Path) -> b
     staging = Path(tempfile.mkdtemp(prefix=".compile-cache-", dir=dest.parent))
     try:
         archive = staging / ARCHIVE_NAME
-        client.download_file(bucket, root.key(key, ARCHIVE_NAME), str(archive))
+        S3Transfer(client).download_file(bucket, root.key(key, ARCHIVE_NAME), str(archive))
         unpacked = staging / "unpacked"
         with tarfile.open(archive) as tar:
             tar.extractall(unpacked, filter="data")  # refuses absolute paths, '..' and device files

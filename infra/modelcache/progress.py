@@ -6,16 +6,10 @@ import sys
 import threading
 import time
 from types import TracebackType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 GiB = 1024**3
 
@@ -44,6 +38,15 @@ class ProgressReporter:
         self._bar: Progress | None = None
         self._task: TaskID | None = None
         if self._stream.isatty():
+            # rich only for a terminal: importing it costs a container's pull ~0.2 CPU s for nothing.
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
             self._bar = Progress(
                 "[progress.description]{task.description}",
                 BarColumn(),

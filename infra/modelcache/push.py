@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from boto3.s3.transfer import TransferConfig
+from awscrt.checksums import crc64nvme
+from boto3.s3.transfer import S3Transfer, TransferConfig
 from botocore.exceptions import ClientError
 
 from infra.errors import UserError
@@ -33,7 +34,7 @@ from infra.modelcache.layout import (
     validate_model_id,
     validate_revision,
 )
-from infra.modelcache.manifest import Manifest, ManifestFile, build_manifest, marker_body
+from infra.modelcache.manifest import Manifest, ManifestFile, build_manifest, crc64nvme_text, marker_body
 from infra.modelcache.progress import ProgressReporter
 from infra.modelcache.transfer import TransferSettings, is_not_found
 
@@ -53,12 +54,14 @@ class PushResult:
     seconds: float
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def digest_file(path: Path) -> tuple[str, str]:
+    """(sha256 hex, crc64nvme as S3 writes it) of a file, in one read."""
+    digest, crc = hashlib.sha256(), 0
     with open(path, "rb") as handle:
         while block := handle.read(_HASH_BLOCK):
             digest.update(block)
-    return digest.hexdigest()
+            crc = crc64nvme(block, crc)
+    return digest.hexdigest(), crc64nvme_text(crc)
 
 
 def list_model_files(root: Path) -> list[str]:
@@ -136,10 +139,10 @@ def upload_entry(
     uploaded bytes)."""
     paths = list_model_files(source)
     with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
-        digests = list(pool.map(lambda p: sha256_file(source / p), paths))
+        digests = list(pool.map(lambda p: digest_file(source / p), paths))
     files = [
-        ManifestFile(path=p, size=(source / p).stat().st_size, sha256=d)
-        for p, d in zip(paths, digests, strict=True)
+        ManifestFile(path=p, size=(source / p).stat().st_size, sha256=sha, crc64nvme=crc)
+        for p, (sha, crc) in zip(paths, digests, strict=True)
     ]
     manifest = build_manifest(entry.model, revision, entry.commit, files)
     config = TransferConfig(
@@ -148,6 +151,7 @@ def upload_entry(
         max_concurrency=settings.concurrency,
         use_threads=True,
     )
+    uploader = S3Transfer(client, config)
     uploaded = reused = uploaded_bytes = 0
     bucket = entry.root.bucket
     with ProgressReporter("push", manifest.total_size, stream=log) as progress:
@@ -162,13 +166,12 @@ def upload_entry(
                 reused += 1
                 progress.advance(file.size)
                 continue
-            client.upload_file(
+            uploader.upload_file(
                 str(source / file.path),
                 bucket,
                 key,
-                ExtraArgs={"Metadata": {SHA256_METADATA: file.sha256}},
-                Config=config,
-                Callback=progress.advance,
+                extra_args={"Metadata": {SHA256_METADATA: file.sha256}},
+                callback=progress.advance,
             )
             uploaded += 1
             uploaded_bytes += file.size

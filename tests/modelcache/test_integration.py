@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -439,30 +441,46 @@ def test_unreachable_hub_is_one_clear_line(tmp_path: Path) -> None:
     )
 
 
-def test_pull_hashes_read_back_chunks_when_no_buffer_may_be_held(
-    moto_endpoint: str, push_small: Callable[[str], str], small_model: Path, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    """The fallback path: every chunk gives up its buffer and is hashed from the page cache."""
-    import threading
-
-    from infra.modelcache import pull as pull_module
+def test_entry_without_crc64nvme_is_verified_by_sha256_read_back(
+    moto_endpoint: str, push_small: Callable[[str], str], small_model: Path, tmp_path: Path
+) -> None:
+    """The fallback path: a manifest written before crc64nvme existed; every file is hashed from the page
+    cache (sha256) before its rename, and corruption is still caught."""
     from infra.modelcache.layout import CacheEntry
+    from infra.modelcache.manifest import build_manifest, marker_body, parse_manifest
 
-    original_init = pull_module._Downloader.__init__
-
-    def no_held_buffers(self: pull_module._Downloader, *args: object, **kwargs: object) -> None:
-        original_init(self, *args, **kwargs)  # type: ignore[arg-type]
-        self._held = threading.BoundedSemaphore(0)
-
-    monkeypatch.setattr(pull_module._Downloader, "__init__", no_held_buffers)
     entry_uri = push_small("readback")
+    client = s3_client(moto_endpoint)
+    pushed = parse_manifest(
+        client.get_object(Bucket=BUCKET, Key=_entry_key(entry_uri, ".manifest.json"))["Body"].read()
+    )
+    assert all(f.crc64nvme for f in pushed.files)
+    old = build_manifest(
+        pushed.model, pushed.revision, pushed.commit, [replace(f, crc64nvme=None) for f in pushed.files]
+    )
+    assert "crc64nvme" not in old.to_json()
+    client.put_object(Bucket=BUCKET, Key=_entry_key(entry_uri, ".manifest.json"), Body=old.to_json().encode())
+    client.put_object(Bucket=BUCKET, Key=_entry_key(entry_uri, ".complete"), Body=marker_body(old).encode())
     location = split_entry_uri(S3Location(BUCKET, entry_uri.removeprefix(f"s3://{BUCKET}/")))
     assert location is not None
-    settings = TransferSettings(concurrency=4, chunk_size=1024 * 1024, fsync=False)
+    # Through the page cache this time (no O_DIRECT), the path of filesystems that refuse it.
+    settings = TransferSettings(concurrency=4, chunk_size=1024 * 1024, fsync=False, direct_io=False)
     dest = tmp_path / "m"
     pull(make_s3_client(settings, moto_endpoint), CacheEntry(*location), dest, settings=settings)
     assert tree_digest(dest) == tree_digest(small_model)
+
+    shard = "model-00001-of-00002.safetensors"
+    spoiled = bytearray((small_model / shard).read_bytes())
+    spoiled[-1] ^= 0xFF
+    client.put_object(Bucket=BUCKET, Key=_entry_key(entry_uri, f"/{shard}"), Body=bytes(spoiled))
+    with pytest.raises(UserError, match=f"{shard}: sha256 of the downloaded object"):
+        pull(
+            make_s3_client(settings, moto_endpoint),
+            CacheEntry(*location),
+            tmp_path / "again",
+            settings=settings,
+        )
+    assert not (tmp_path / "again" / shard).exists() and _no_temp_files(tmp_path / "again")
 
 
 def test_disk_filling_up_mid_pull_is_one_clear_error_and_leaves_nothing(
@@ -494,3 +512,73 @@ def test_disk_filling_up_mid_pull_is_one_clear_error_and_leaves_nothing(
     assert _no_temp_files(dest)
     assert not list(dest.glob("*.safetensors"))
     assert not (dest / ".modelcache-manifest.json").exists()
+
+
+@pytest.mark.parametrize("fault", ["--drop-first", "--slowdown-first"])
+def test_ranges_that_keep_failing_end_in_one_line_naming_the_object(
+    moto_endpoint: str, push_small: Callable[[str], str], small_model: Path, tmp_path: Path, fault: str
+) -> None:
+    """Every ranged GET cut off (or throttled) until the attempts run out: one line, the file, the cause."""
+    entry_uri = push_small(f"gives-up{fault}")
+    proxy = start_script(
+        "fault_proxy.py", "--upstream", moto_endpoint, fault, "100000", "--max-seconds", "120"
+    )
+    dest = tmp_path / "model"
+    try:
+        result = run_cache(
+            "pull", "--from", entry_uri, "--to", str(dest), "--max-attempts", "2", "--concurrency", "1",
+            endpoint=proxy.url, timeout=60,
+        )  # fmt: skip
+    finally:
+        stop_process(proxy.process)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    named = re.match(r"error: --from: (\S+): bytes \d+-\d+ failed 2 times, giving up \((.+)\)", last)
+    assert named is not None, last
+    assert (small_model / named.group(1)).is_file(), last
+    assert ("ConnectionError" if fault == "--drop-first" else "SlowDown") in named.group(2), last
+    assert _no_temp_files(dest) and not list(dest.glob("*.safetensors"))
+
+
+def test_pull_writes_aligned_pieces_with_o_direct(
+    moto_endpoint: str, push_small: Callable[[str], str], small_model: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Whole blocks go to the disk with O_DIRECT (no page-cache copy); files are still byte-identical."""
+    from infra.modelcache import pull as pull_module
+    from infra.modelcache.layout import CacheEntry
+
+    direct_fds: set[int] = set()
+    direct_bytes: list[int] = []
+    real_open, real_pwrite, real_close = os.open, os.pwrite, os.close
+
+    def recording_open(path: str, flags: int, *args: int) -> int:
+        fd = real_open(path, flags, *args)
+        if flags & os.O_DIRECT:
+            direct_fds.add(fd)
+        return fd
+
+    def recording_close(fd: int) -> None:
+        direct_fds.discard(fd)  # its number may be reused by a plain open
+        real_close(fd)
+
+    def recording_pwrite(fd: int, data: memoryview, offset: int) -> int:
+        if fd in direct_fds:
+            direct_bytes.append(len(data))
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(pull_module.os, "open", recording_open)
+    monkeypatch.setattr(pull_module.os, "pwrite", recording_pwrite)
+    monkeypatch.setattr(pull_module.os, "close", recording_close)
+    entry_uri = push_small("direct")
+    location = split_entry_uri(S3Location(BUCKET, entry_uri.removeprefix(f"s3://{BUCKET}/")))
+    assert location is not None
+    settings = TransferSettings(concurrency=2, chunk_size=1024 * 1024)
+    dest = tmp_path / "m"
+    pull(make_s3_client(settings, moto_endpoint), CacheEntry(*location), dest, settings=settings)
+    assert tree_digest(dest) == tree_digest(small_model)
+    if not direct_bytes:
+        pytest.skip(f"{tmp_path} does not support O_DIRECT")
+    shard_bytes = sum(p.stat().st_size for p in small_model.glob("*.safetensors"))
+    assert sum(direct_bytes) >= shard_bytes - 2 * 4096 and all(n % 4096 == 0 for n in direct_bytes)

@@ -16,6 +16,7 @@ from infra.modelcache.manifest import (
     ManifestFile,
     build_manifest,
     check_marker,
+    crc64nvme_text,
     marker_body,
     parse_manifest,
 )
@@ -67,6 +68,11 @@ def _mutated(**changes: object) -> str:
         (_mutated(files=[{"path": "a", "size": 1, "sha256": "abc"}]), "64 lowercase hex"),
         (_mutated(files=[{"path": "a", "size": 1}]), "missing a field"),
         (
+            _mutated(files=[{"path": "a", "size": 1, "sha256": SHA_A, "crc64nvme": "abc"}]),
+            "8 bytes in base64",
+        ),
+        (_mutated(files=[{"path": "a", "size": 1, "sha256": SHA_A, "crc64nvme": 7}]), "8 bytes in base64"),
+        (
             _mutated(
                 files=[{"path": "a", "size": 1, "sha256": SHA_A}, {"path": "a", "size": 1, "sha256": SHA_A}],
                 total_size=2,
@@ -89,6 +95,21 @@ def _mutated(**changes: object) -> str:
 def test_parse_manifest_rejects(text: str, message: str) -> None:
     with pytest.raises(ManifestError, match=message):
         parse_manifest(text)
+
+
+def test_crc64nvme_is_optional_and_in_s3s_notation() -> None:
+    """Manifests written before crc64nvme still parse; new ones carry it as S3 writes the checksum."""
+    from awscrt.checksums import crc64nvme
+
+    # The catalogued check value of CRC-64/NVME, 0xAE8B14860A799888, as base64 of its big-endian bytes.
+    assert crc64nvme(b"123456789") == 0xAE8B14860A799888
+    assert crc64nvme_text(0xAE8B14860A799888) == "rosUhgp5mIg="
+    with_crc = build_manifest(
+        "org/m", "main", COMMIT, [ManifestFile("z.safetensors", 1, SHA_A, crc64nvme_text(crc64nvme(b"a")))]
+    )
+    assert json.loads(with_crc.to_json())["files"][0]["crc64nvme"] == crc64nvme_text(crc64nvme(b"a"))
+    assert parse_manifest(with_crc.to_json()) == with_crc
+    assert all(f.crc64nvme is None for f in parse_manifest(_manifest().to_json()).files)
 
 
 def test_marker_names_exactly_its_manifest() -> None:

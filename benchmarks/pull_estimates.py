@@ -1,0 +1,78 @@
+"""Estimate `cache pull` and `runai_streamer` times for the planner's picks, from measured CPU per GiB.
+
+    .venv/bin/python benchmarks/pull_estimates.py --cpu-s-per-gib 1.5 --serial-s-per-gib 0.5
+
+For each model the planner sizes (its default workload and constraints), takes the instance type it picks,
+that instance's network bandwidth from the GPU catalog and the planner's own assumption that S3 downloads
+reach S3_NETWORK_EFFICIENCY of it, and prints a Markdown table:
+
+- link: the checkpoint over the instance's share of the network, the bound for any downloader;
+- ours: the slowest of link, CPU (all vCPUs at --cpu-s-per-gib), one process's serial Python share
+  (--serial-s-per-gib: user time that holds the GIL), and the connections (default concurrency x ~90 MB/s
+  per S3 connection, AWS's published per-connection figure);
+- runai_streamer: one pass over the link (no hash, no local copy), and with TP ranks each reading every
+  file, as vLLM's default loader does, TP passes. Its CPU per GiB is not measured here (no GPU).
+The inputs are measured in benchmarks/modelcache_pull.py; the outputs are estimates, not measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from infra.modelcache.transfer import default_concurrency
+from infra.sizing import vllm_constants as vc
+from infra.sizing.gpus import load_catalog
+from infra.sizing.models import load_model
+from infra.sizing.plan import Constraints, Workload
+from infra.sizing.planner import plan_serving
+
+GiB = 1024**3
+S3_BYTES_PER_S_PER_CONNECTION = 90e6
+MODELS = (
+    "meta-llama/Llama-3.1-8B-Instruct",
+    "meta-llama/Llama-3.1-70B-Instruct",
+    "meta-llama/Llama-3.1-405B-Instruct",
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cpu-s-per-gib", type=float, required=True, help="client CPU s per GiB, measured")
+    parser.add_argument("--serial-s-per-gib", type=float, required=True, help="GIL-holding user s per GiB")
+    args = parser.parse_args()
+    catalog = load_catalog()
+    instances = {it.name: it for it in catalog.instance_types}
+    print(
+        "| model | instance (planner) | TP | checkpoint GB | network Gb/s | vCPUs | link bound s "
+        "| ours s (bound by) | runai_streamer s (1 pass / TP passes) |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name in MODELS:
+        plan = plan_serving(load_model(name), Workload(), Constraints(), catalog)
+        instance = instances[plan.instance_type]
+        size = plan.weights_total_bytes
+        gib = size / GiB
+        link = size / (instance.network_gbps * 1e9 / 8 * vc.S3_NETWORK_EFFICIENCY)
+        concurrency = default_concurrency(instance.vcpus)
+        bounds = {
+            "link": link,
+            "CPU": gib * args.cpu_s_per_gib / instance.vcpus,
+            "GIL": gib * args.serial_s_per_gib,
+            "connections": size / (concurrency * S3_BYTES_PER_S_PER_CONNECTION),
+        }
+        bound = max(bounds, key=lambda k: bounds[k])
+        tp = plan.tensor_parallel_size
+        print(
+            f"| {name} | {plan.instance_type} | {tp} | {size / 1e9:.0f} | {instance.network_gbps:g} "
+            f"| {instance.vcpus} | {link:.0f} | {bounds[bound]:.0f} ({bound}) | {link:.0f} / {link * tp:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
