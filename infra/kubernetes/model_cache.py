@@ -249,8 +249,9 @@ class ServingCacheArgs:
     host_path: str = "/mnt/model-cache"  # with VolumeKind.HOST_PATH
     mount_path: str = "/models"
     region: str | None = None
-    pull_concurrency: int = 16
-    pull_chunk_size_mib: int = 16
+    # None: the cache tool's own defaults, tuned per CPU count on the benchmark (docs/benchmarks.md)
+    pull_concurrency: int | None = None
+    pull_chunk_size_mib: int | None = None
     runai_concurrency: int = 16  # Run:ai streamer's parallel S3 reads per file
     compile_cache: CompileCacheShape | None = None
     init_resources: Resources = Resources(cpu="2", memory="2Gi")
@@ -300,9 +301,12 @@ def model_pull_init_container(args: ServingCacheArgs) -> Manifest:
         name = "model-pull"
         tool_args = [
             "pull", "--from", args.cache.root_uri, "--model", args.cache.model, "--revision", args.cache.revision,
-            "--to", args.model_dir, "--concurrency", str(args.pull_concurrency),
-            "--chunk-size-mib", str(args.pull_chunk_size_mib),
+            "--to", args.model_dir,
         ]  # fmt: skip
+        if args.pull_concurrency is not None:
+            tool_args += ["--concurrency", str(args.pull_concurrency)]
+        if args.pull_chunk_size_mib is not None:
+            tool_args += ["--chunk-size-mib", str(args.pull_chunk_size_mib)]
         if args.volume is VolumeKind.EMPTY_DIR:
             # An emptyDir dies with the pod, so a node crash cannot leave a torn file for a later pull to
             # trust; fsync would only wait for the disk. A hostPath outlives the node's page cache: keep it.
