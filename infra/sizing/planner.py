@@ -117,7 +117,9 @@ def _validate(model: ModelArchitecture, workload: Workload, constraints: Constra
         )
     if workload.concurrency < 1:
         raise UserError(f"must be at least 1, got {workload.concurrency}", key="concurrency")
-    utilization = workload.gpu_memory_utilization or vc.DEFAULT_GPU_MEMORY_UTILIZATION
+    utilization = workload.gpu_memory_utilization
+    if utilization is None:  # not `or`: an explicit 0 is an error, not the default
+        utilization = vc.DEFAULT_GPU_MEMORY_UTILIZATION
     if not 0 < utilization <= 1:
         raise UserError(f"must be in (0, 1], got {utilization}", key="gpu_memory_utilization")
     tp = constraints.tensor_parallel_size

@@ -69,6 +69,10 @@ def test_config_file_and_repeated_gpu_options(tmp_path: Path) -> None:
         (("../../etc/passwd",), "not a Hugging Face repo id"),
         (("Qwen/Qwen3-8B", "--gpu-memory-gib", "24", "--gpu", "L4"), "--gpu-memory-gib"),
         (("Qwen/Qwen3-8B", "--max-model-len", "lots"), "--max-model-len"),
+        (
+            ("Qwen/Qwen3-8B", "--gpu-memory-utilization", "0"),
+            "gpu_memory_utilization: must be in (0, 1], got 0",
+        ),
         (("Qwen/Qwen3-8B", "--capacity-type", "reserved"), "--capacity-type"),
         (("Qwen/Qwen3-8B", "--dtype", "int4"), "dtype"),
         (("Qwen/Qwen3-8B", "--tensor-parallel-size", "3"), "tensor_parallel_size"),

@@ -133,6 +133,7 @@ def test_quantization_is_suggested_when_it_would_fit() -> None:
         (Workload(max_model_len=10**7), Constraints(), "max_model_len"),
         (Workload(concurrency=0), Constraints(), "concurrency"),
         (Workload(gpu_memory_utilization=1.5), Constraints(), "gpu_memory_utilization"),
+        (Workload(gpu_memory_utilization=0), Constraints(), "gpu_memory_utilization"),
         (Workload(), Constraints(tensor_parallel_size=3), "tensor_parallel_size"),
         (Workload(), Constraints(gpus=("Voodoo5",)), "gpus"),
         (Workload(), Constraints(instance_types=("g5.huge",)), "instance_types"),
