@@ -34,6 +34,7 @@ class Constraints:
     region: str = "us-east-1"
     max_nodes_per_replica: int = 4  # pipeline parallelism across at most this many nodes
     gpu_memory_gib: float | None = None  # plan for a GPU outside the catalog (total memory per GPU)
+    gpu_compute_capability: float | None = None  # of that GPU; None: gpus.DEFAULT_CUSTOM_COMPUTE_CAPABILITY
 
 
 @dataclass(frozen=True)

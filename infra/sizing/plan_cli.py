@@ -37,6 +37,12 @@ def plan_command(
     gpu_memory_gib: Annotated[
         float | None, typer.Option(help="Plan for a GPU outside the catalog with this total memory")
     ] = None,
+    gpu_compute_capability: Annotated[
+        float | None,
+        typer.Option(
+            help="CUDA compute capability of that GPU: 8.0 A100, 8.9 L4/L40S, 9.0 H100 (default 8.9)"
+        ),
+    ] = None,
     instance_type: Annotated[
         list[str] | None, typer.Option(help="Allowed EC2 instance type or family")
     ] = None,
@@ -83,6 +89,7 @@ def plan_command(
         tensor_parallel_size=tensor_parallel_size,
         capacity_type=capacity_type,  # type: ignore[arg-type]  # checked just above
         gpu_memory_gib=gpu_memory_gib,
+        gpu_compute_capability=gpu_compute_capability,
     )
     plan = plan_serving(architecture, workload, constraints)
     if as_json:

@@ -14,7 +14,14 @@ from dataclasses import dataclass, replace
 from infra.errors import UserError
 from infra.sizing import memory as mem
 from infra.sizing import vllm_constants as vc
-from infra.sizing.gpus import GpuCatalog, GpuInstanceType, GpuModel, custom_gpu, load_catalog
+from infra.sizing.gpus import (
+    DEFAULT_CUSTOM_COMPUTE_CAPABILITY,
+    GpuCatalog,
+    GpuInstanceType,
+    GpuModel,
+    custom_gpu,
+    load_catalog,
+)
 from infra.sizing.models import ModelArchitecture
 from infra.sizing.plan import (
     GIB,
@@ -131,6 +138,11 @@ def _validate(model: ModelArchitecture, workload: Workload, constraints: Constra
         )
     if constraints.capacity_type not in ("on-demand", "spot"):
         raise UserError(f"{constraints.capacity_type!r}: use on-demand or spot", key="capacity_type")
+    if constraints.gpu_compute_capability is not None and constraints.gpu_memory_gib is None:
+        raise UserError(
+            "describes a GPU outside the catalog; give its memory with gpu_memory_gib too",
+            key="gpu_compute_capability",
+        )
     if constraints.max_nodes_per_replica < 1:
         raise UserError("must be at least 1", key="max_nodes_per_replica")
     return max_len, utilization
@@ -138,7 +150,10 @@ def _validate(model: ModelArchitecture, workload: Workload, constraints: Constra
 
 def _instances(constraints: Constraints, catalog: GpuCatalog) -> tuple[GpuInstanceType, ...]:
     if constraints.gpu_memory_gib is not None:
-        gpu = custom_gpu(constraints.gpu_memory_gib)
+        capability = constraints.gpu_compute_capability
+        gpu = custom_gpu(
+            constraints.gpu_memory_gib, compute_capability=capability or DEFAULT_CUSTOM_COMPUTE_CAPABILITY
+        )
         return (
             GpuInstanceType(
                 name=f"custom-{CUSTOM_GPUS_PER_NODE}x{constraints.gpu_memory_gib:g}GiB",

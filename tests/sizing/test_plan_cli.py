@@ -75,6 +75,18 @@ def test_config_file_and_repeated_gpu_options(tmp_path: Path) -> None:
         ),
         (("Qwen/Qwen3-8B", "--capacity-type", "reserved"), "--capacity-type"),
         (("Qwen/Qwen3-8B", "--dtype", "int4"), "dtype"),
+        (
+            (
+                "Qwen/Qwen3-8B",
+                "--gpu-memory-gib",
+                "80",
+                "--gpu-compute-capability",
+                "7.5",
+                "--dtype",
+                "bfloat16",
+            ),
+            "custom has no bfloat16 support (compute capability 7.5)",
+        ),
         (("Qwen/Qwen3-8B", "--tensor-parallel-size", "3"), "tensor_parallel_size"),
         (("Qwen/Qwen3-8B", "--gpu", "Voodoo5"), "unknown GPU"),
         (("Qwen/Qwen3-8B", "--config", "/nonexistent/config.json"), "does not exist"),

@@ -147,6 +147,25 @@ def test_bad_input_names_the_key(workload: Workload, constraints: Constraints, k
     assert error.value.key == key
 
 
+def test_a_custom_gpu_serves_bf16_unless_its_compute_capability_says_otherwise() -> None:
+    model = load_model("Qwen/Qwen3-8B")  # a bfloat16 checkpoint
+    workload = Workload(max_model_len=8192, dtype="bfloat16")
+    assert plan_serving(model, workload, Constraints(gpu_memory_gib=80)).dtype == "bfloat16"
+    assert (
+        plan_serving(model, Workload(max_model_len=8192), Constraints(gpu_memory_gib=80)).dtype == "bfloat16"
+    )
+    turing = Constraints(gpu_memory_gib=80, gpu_compute_capability=7.5)
+    with pytest.raises(UserError, match="no bfloat16 support") as error:
+        plan_serving(model, workload, turing)
+    assert error.value.key == "dtype"
+
+
+def test_a_compute_capability_needs_a_custom_gpu() -> None:
+    with pytest.raises(UserError, match="gpu_memory_gib") as error:
+        plan_serving(load_model("Qwen/Qwen3-8B"), Workload(), Constraints(gpu_compute_capability=9.0))
+    assert error.value.key == "gpu_compute_capability"
+
+
 def test_custom_gpu_has_no_price_but_plans() -> None:
     plan = plan_serving(
         load_model("Qwen/Qwen3-8B"), Workload(max_model_len=8192), Constraints(gpu_memory_gib=32)
