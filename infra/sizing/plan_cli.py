@@ -59,6 +59,9 @@ def plan_command(
     ] = None,
     kv_cache_dtype: Annotated[str, typer.Option(help="auto, fp8, fp8_e4m3, fp8_e5m2")] = "auto",
     concurrency: Annotated[int, typer.Option(help="Full-length sequences that must fit at once")] = 1,
+    replicas: Annotated[
+        int, typer.Option(help="Replicas to price: plans are ranked by the whole nodes they need")
+    ] = 1,
     capacity_type: Annotated[str, typer.Option(help="on-demand or spot")] = "on-demand",
     params_billion: Annotated[float | None, typer.Option(help="Override the parameter count")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON")] = False,
@@ -76,6 +79,7 @@ def plan_command(
     workload = Workload(
         max_model_len=parse_token_count(max_model_len, "--max-model-len") if max_model_len else None,
         concurrency=concurrency,
+        replicas=replicas,
         dtype=dtype,
         quantization=quantization,
         kv_cache_dtype=kv_cache_dtype,
@@ -97,4 +101,4 @@ def plan_command(
         return
     console = Console()
     for table in plan_tables(plan):
-        console.print(table)
+        console.print(table, crop=False)  # a table wider than the terminal wraps; it is never cut

@@ -13,8 +13,8 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 
-def run_plan(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+def run_plan(*args: str, columns: str = "200") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": columns}
     return subprocess.run(
         [sys.executable, "-m", "infra", "plan", *args],
         capture_output=True,
@@ -39,6 +39,18 @@ def test_table_output_names_the_instance_and_cost() -> None:
     result = run_plan("Qwen/Qwen3-8B", "--max-model-len", "8192", "--gpu", "L4")
     assert result.returncode == 0, result.stderr
     assert "g6." in result.stdout and "$" in result.stdout and "KV cache" in result.stdout
+
+
+@pytest.mark.parametrize("columns", ["80", "60"])
+def test_tables_never_cut_instance_names(columns: str) -> None:
+    args = ("meta-llama/Llama-3.1-70B-Instruct", "--max-model-len", "32K", "--replicas", "2")
+    result = run_plan(*args, columns=columns)
+    plan = json.loads(run_plan(*args, "--json").stdout)
+    assert result.returncode == 0, result.stderr
+    assert "…" not in result.stdout
+    names = [plan["instance_type"]] + [alt["instance_type"] for alt in plan["alternatives"]]
+    assert len(names) > 3 and all(name in result.stdout for name in names)
+    assert "for 2 replica(s)" in result.stdout and "us-east-1 list prices" in result.stdout
 
 
 def test_config_file_and_repeated_gpu_options(tmp_path: Path) -> None:

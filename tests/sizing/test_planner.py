@@ -95,6 +95,46 @@ def test_spot_is_cheaper_and_says_so() -> None:
     assert any("spot" in note for note in spot.notes)
 
 
+@pytest.mark.parametrize(("replicas", "nodes"), [(1, 1), (2, 1), (3, 2)])
+def test_replicas_pay_for_whole_nodes(replicas: int, nodes: int) -> None:
+    # Qwen3-14B in fp8 needs two L4s; a g6.12xlarge (4 x L4) holds two replicas.
+    catalog = load_catalog()
+    workload = Workload(quantization="fp8", replicas=replicas)
+    plan = plan_serving(load_model("Qwen/Qwen3-14B"), workload, Constraints(gpus=("L4",)), catalog)
+    node = catalog.by_name(plan.instance_type).hourly_cost("on-demand")
+    assert (plan.instance_type, plan.tensor_parallel_size, plan.priced_for_replicas) == (
+        "g6.12xlarge",
+        2,
+        replicas,
+    )
+    assert node is not None and plan.nodes_for_replicas == nodes
+    assert plan.stack_cost_per_hour_usd == pytest.approx(node * nodes)
+    assert plan.cost_per_hour_usd == pytest.approx(node / 2)  # the per-replica figure stays available
+    if replicas == 1:
+        assert any(f"1 replica(s) pay 1 whole node(s) (${node:.2f}/h)" in note for note in plan.notes)
+
+
+@pytest.mark.parametrize("replicas", [1, 2, 5])
+def test_plans_are_ranked_by_what_the_replicas_cost(replicas: int) -> None:
+    workload = Workload(quantization="fp8", replicas=replicas)
+    plan = plan_serving(load_model("Qwen/Qwen3-14B"), workload, Constraints())
+    costs = [plan.stack_cost_per_hour_usd] + [alt.stack_cost_per_hour_usd for alt in plan.alternatives]
+    assert None not in costs and costs == sorted(costs), costs  # type: ignore[type-var]
+    for alt in plan.alternatives:  # never a half node for a lone replica
+        assert alt.cost_per_hour_usd is not None and alt.stack_cost_per_hour_usd is not None
+        assert alt.stack_cost_per_hour_usd >= alt.cost_per_hour_usd * replicas - 1e-6
+
+
+def test_prices_say_where_they_come_from() -> None:
+    model = load_model("Qwen/Qwen3-8B")
+    plan = plan_serving(model, Workload(), Constraints(region="eu-west-1", capacity_type="spot"))
+    assert (plan.price_region, plan.prices_read_on) == ("us-east-1", load_catalog().prices_read_on)
+    assert any("us-east-1 list prices" in note and "--region eu-west-1" in note for note in plan.notes)
+    assert any("on-demand x 0.6" in note for note in plan.notes)
+    here = plan_serving(model, Workload(), Constraints(region="us-east-1"))
+    assert not any("list prices" in note for note in here.notes)
+
+
 def test_a_model_too_big_for_one_node_gets_pipeline_stages() -> None:
     model = load_model("meta-llama/Llama-3.1-405B-Instruct")
     plan = plan_serving(model, Workload(max_model_len=8192), Constraints(gpus=("A100-80GB",)))
@@ -132,6 +172,7 @@ def test_quantization_is_suggested_when_it_would_fit() -> None:
     [
         (Workload(max_model_len=10**7), Constraints(), "max_model_len"),
         (Workload(concurrency=0), Constraints(), "concurrency"),
+        (Workload(replicas=0), Constraints(), "replicas"),
         (Workload(gpu_memory_utilization=1.5), Constraints(), "gpu_memory_utilization"),
         (Workload(gpu_memory_utilization=0), Constraints(), "gpu_memory_utilization"),
         (Workload(), Constraints(tensor_parallel_size=3), "tensor_parallel_size"),
