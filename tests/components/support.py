@@ -6,6 +6,7 @@ test sees exactly the resources (type, name, parent, inputs) a render shows.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -44,6 +45,17 @@ BASE_PLAN = ServingPlan(
     estimated_cold_start_s=100.0,
     approximate=False,
 )
+
+
+def takes_tags(type_token: str) -> bool:
+    """Whether an AWS resource type (aws:s3/bucket:Bucket) has a `tags` input, from pulumi_aws's own class."""
+    import pulumi_aws
+
+    provider, module_and_file, class_name = type_token.split(":")
+    if provider != "aws":
+        return False
+    resource_class = getattr(getattr(pulumi_aws, module_and_file.split("/")[0]), class_name)
+    return "tags" in inspect.signature(resource_class._internal_init).parameters
 
 
 def make_plan(**changes: Any) -> ServingPlan:
