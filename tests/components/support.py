@@ -11,9 +11,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
-
+from infra.mock_runtime import run_pulumi_func, sync_await
 from infra.render import Registration, Rendered, install_mocks, redact
 from infra.sizing.plan import GpuShare, MemoryPerGpu, ServingPlan
 
@@ -83,10 +81,10 @@ class Recorded(Rendered):
 def run(build: Callable[[], Any], *, stack: str = "test") -> Recorded:
     """Run `build` (which creates resources) to completion under recording mocks, with applies run."""
     recorder = install_mocks(stack=stack)
-    _sync_await(run_pulumi_func(lambda: build() and None))
+    sync_await(run_pulumi_func(lambda: build() and None))
     return Recorded(registrations=list(recorder.registrations), outputs={})
 
 
 def resolve(output: Any) -> Any:
     """The value of an Output once a `run` has completed."""
-    return _sync_await(output.future())
+    return sync_await(output.future())

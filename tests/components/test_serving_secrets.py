@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pulumi
-from pulumi.runtime.sync_await import _sync_await
 
 from infra.components.serving_secrets import ServingSecrets, ServingSecretsArgs
+from infra.mock_runtime import sync_await
 from infra.render import REDACTED
 from tests.components.support import run
 
@@ -41,7 +41,7 @@ def test_without_a_key_one_is_generated_and_stored_as_a_secret() -> None:
         },
     }
     assert secret["stringData"] == {"api-key": REDACTED}
-    assert _sync_await(holder["s"].api_key.is_secret())
+    assert sync_await(holder["s"].api_key.is_secret())
 
 
 def test_a_given_key_and_token_are_used_and_never_generated() -> None:
