@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 
 VLLM_VENV ?= .venv-vllm
 
-.PHONY: install vllm-parser test lint typecheck unit
+.PHONY: install vllm-parser schemas test lint typecheck unit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ vllm-parser:
 	$(VLLM_VENV)/bin/pip install --quiet --no-deps -r requirements-vllm.txt
 	$(VLLM_VENV)/bin/pip install --quiet --no-deps \
 		"vllm==$$($(BIN)/python -c 'from infra.versions import VLLM_VERSION; print(VLLM_VERSION)')"
+
+# Upstream CRDs and Helm chart values the tests validate against, pinned by commit and sha256, into .schemas/.
+schemas: $(BIN)/python
+	$(BIN)/python -m tests.upstream_files
 
 lint:
 	$(BIN)/ruff check .

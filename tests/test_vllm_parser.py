@@ -1,16 +1,12 @@
 """The arguments this program gives vLLM, parsed by vLLM 0.33.0's own `vllm serve` parser.
 
 The parser runs in .venv-vllm (`make vllm-parser`: CPU torch, vLLM with --no-deps) through
-tests/vllm_parser_check.py, once for all cases. serve-flags.json checks (tests/sizing/test_vllm_args.py)
-catch unknown flags; this catches everything else the real parser refuses or reads differently.
+tests/vllm_parser_check.py, once for all cases. This checks that the parser reads each value as the
+plan means it; tests/sizing/test_vllm_args.py checks more plans only for being accepted.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,9 +15,8 @@ from infra.kubernetes.model_cache import LoadMode, ModelCacheRef, ServingCacheAr
 from infra.sizing.models import load_model, load_model_catalog
 from infra.sizing.plan import Constraints, ServingPlan, Workload
 from infra.sizing.planner import plan_serving
-from tests.conftest import REPO_ROOT
+from tests.vllm_real_parser import parse_with_vllm
 
-VLLM_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"
 WORKLOADS = {
     "bf16-4k": Workload(max_model_len=4096),
     "fp16-fp8kv": Workload(max_model_len=4096, kv_cache_dtype="fp8", dtype="float16"),
@@ -54,24 +49,11 @@ PATCHES = {
 
 
 @pytest.fixture(scope="module")
-def parsed() -> Iterator[dict[str, Any]]:
-    if not VLLM_PYTHON.exists():
-        pytest.skip(
-            f"needs vLLM's parser in {VLLM_PYTHON.parent.parent}: run `make vllm-parser` (make test does)"
-        )
-    cases = [{"name": name, "args": [model_id, *plan.vllm_args]} for name, (model_id, plan) in PLANS.items()]
-    cases += [{"name": f"patch-{mode}", "args": patch.vllm_args} for mode, patch in PATCHES.items()]
-    cases.append({"name": "removed-flag", "args": ["m", "--swap-space", "4"]})
-    result = subprocess.run(
-        [str(VLLM_PYTHON), str(REPO_ROOT / "tests" / "vllm_parser_check.py")],
-        input=json.dumps(cases),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"},
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    yield json.loads(result.stdout)
+def parsed() -> dict[str, Any]:
+    cases = {name: [model_id, *plan.vllm_args] for name, (model_id, plan) in PLANS.items()}
+    cases |= {f"patch-{mode}": patch.vllm_args for mode, patch in PATCHES.items()}
+    cases["removed-flag"] = ["m", "--swap-space", "4"]
+    return parse_with_vllm(cases)
 
 
 def test_the_parser_refuses_what_vllm_refuses(parsed: dict[str, Any]) -> None:

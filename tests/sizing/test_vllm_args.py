@@ -1,72 +1,32 @@
-"""Every flag and value the planner passes to vLLM exists in vLLM 0.33.0 (../shared/vllm-0.33.0)."""
+"""Every flag and value the planner passes to vLLM is accepted by vLLM 0.33.0's own parser (.venv-vllm)."""
 
 from __future__ import annotations
 
-import ast
-import json
-import re
-from dataclasses import dataclass
-from functools import cache
+from typing import Any
 
 import pytest
 
 from infra.errors import UserError
 from infra.sizing.models import load_model, load_model_catalog
-from infra.sizing.plan import Constraints, Workload
+from infra.sizing.plan import Constraints, ServingPlan, Workload
 from infra.sizing.planner import plan_serving
-from tests.conftest import shared_path
+from tests.vllm_real_parser import parse_with_vllm
 
 
-@dataclass(frozen=True)
-class Flag:
-    type: str
-    choices: tuple[str, ...]
+@pytest.fixture(scope="module")
+def parsed() -> dict[str, Any]:
+    """Every planned argument list below, and two vLLM must refuse, through vLLM 0.33.0's real parser."""
+    cases: dict[str, list[str]] = {
+        name: [model_id, *plan.vllm_args] for name, (model_id, plan) in PLANNED.items()
+    }
+    cases["removed-flag"] = ["m", "--swap-space", "4"]  # removed before 0.33.0
+    cases["bad-dtype"] = ["m", "--dtype", "fp4"]
+    return parse_with_vllm(cases)
 
 
-@cache
-def vllm_flags() -> dict[str, Flag]:
-    """Flags from serve-flags.json; choices from it or, where it has none, from `--help=all`."""
-    entries = json.loads(shared_path("vllm-0.33.0", "serve-flags.json").read_text())
-    help_text = shared_path("vllm-0.33.0", "serve-help-all.txt").read_text()
-    listed = {}
-    for match in re.finditer(r"^\s+(--[\w-]+) (\['[^\]]*\])", help_text, re.MULTILINE):
-        listed[match.group(1)] = tuple(ast.literal_eval(match.group(2)))
-    flags = {}
-    for names, _group, type_name, _nargs, _default, choices, _dest, _help in entries:
-        parsed = tuple(choices.split("|")) if choices else ()
-        for name in names:
-            flags[name] = Flag(type_name, parsed or listed.get(names[0], ()))
-    return flags
-
-
-def check_args(args: tuple[str, ...], flags: dict[str, Flag]) -> None:
-    position = 0
-    while position < len(args):
-        name = args[position]
-        assert name in flags, f"{name} is not a vLLM 0.33.0 serve flag"
-        flag = flags[name]
-        if flag.type.startswith("bool"):
-            position += 1
-            continue
-        value = args[position + 1]
-        if flag.choices:
-            assert value in flag.choices, f"{name} {value}: not one of {flag.choices}"
-        if flag.type in {"int", "human_readable_int", "human_readable_int_or_auto"}:
-            int(value)
-        elif flag.type == "float":
-            float(value)
-        position += 2
-
-
-def test_the_flag_table_is_read_correctly() -> None:
-    flags = vllm_flags()
-    assert flags["--dtype"].choices == ("auto", "bfloat16", "float", "float16", "float32", "half")
-    assert "fp8_e4m3" in flags["--kv-cache-dtype"].choices
-    assert "--swap-space" not in flags  # removed before 0.33.0: the check must catch such flags
-    with pytest.raises(AssertionError, match="--swap-space"):
-        check_args(("--swap-space", "4"), flags)
-    with pytest.raises(AssertionError, match="not one of"):
-        check_args(("--dtype", "fp4"), flags)
+def test_the_parser_refuses_what_vllm_0_33_refuses(parsed: dict[str, Any]) -> None:
+    assert not parsed["removed-flag"]["ok"] and "--swap-space" in " ".join(parsed["removed-flag"]["error"])
+    assert not parsed["bad-dtype"]["ok"] and "fp4" in " ".join(parsed["bad-dtype"]["error"])
 
 
 PLANS = [
@@ -80,25 +40,37 @@ PLANS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("model_id", "workload"), PLANS, ids=[f"{m}-{i % 3}" for i, (m, _) in enumerate(PLANS)]
-)
-def test_planned_vllm_args_parse_as_vllm_0_33_0_flags(model_id: str, workload: Workload) -> None:
+def _plan(model_id: str, workload: Workload) -> ServingPlan | None:
+    """The plan, or None where the planner must refuse: a checkpoint quantized another way than fp8."""
     model = load_model(model_id)
     if workload.quantization and model.quantization is not None and model.quantization.method != "fp8":
-        # A checkpoint quantized another way refuses load-time fp8: that refusal is the expected answer.
         with pytest.raises(UserError, match="contradicts the checkpoint"):
             plan_serving(model, workload, Constraints())
-        return
-    plan = plan_serving(model, workload, Constraints(max_nodes_per_replica=8))
-    check_args(plan.vllm_args, vllm_flags())
+        return None
+    return plan_serving(model, workload, Constraints(max_nodes_per_replica=8))
 
 
-def test_multi_node_args_are_vllm_flags() -> None:
-    plan = plan_serving(
+PLANNED: dict[str, tuple[str, ServingPlan]] = {
+    f"{model_id}-{index % 3}": (model_id, plan)
+    for index, (model_id, workload) in enumerate(PLANS)
+    if (plan := _plan(model_id, workload)) is not None
+}
+PLANNED["405B-multi-node"] = (
+    "meta-llama/Llama-3.1-405B-Instruct",
+    plan_serving(
         load_model("meta-llama/Llama-3.1-405B-Instruct"),
         Workload(max_model_len=8192),
         Constraints(gpus=("A100-80GB",)),
-    )
-    assert plan.pipeline_parallel_size > 1
-    check_args(plan.vllm_args, vllm_flags())
+    ),
+)
+
+
+def test_some_plans_are_refused_and_one_is_multi_node() -> None:
+    assert len(PLANNED) < len(PLANS) + 1 and PLANNED["405B-multi-node"][1].pipeline_parallel_size > 1
+
+
+@pytest.mark.parametrize("name", sorted(PLANNED))
+def test_planned_vllm_args_parse_as_vllm_0_33_0_flags(parsed: dict[str, Any], name: str) -> None:
+    result = parsed[name]
+    assert result["ok"], result["error"]
+    assert result["values"]["model_tag"] == PLANNED[name][0]
