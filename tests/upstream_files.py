@@ -45,100 +45,113 @@ _LWS = ("kubernetes-sigs/lws", "2161f38ff333f9e24d3c44adef7cd5d9787cac00")  # v0
 _GATEWAY = ("kubernetes-sigs/gateway-api", "8bb74df00e56ec8f944d48c25e6c1c9c2f6848e3")  # v1.6.1
 _CRDS = "charts/kube-prometheus-stack/charts/crds/crds"
 
-K8S_SCHEMAS = (
-    UpstreamFile(
+# (path under k8s-schemas/, (repository, commit), path in the repository, sha256 of the file)
+_TABLE: tuple[tuple[str, tuple[str, str], str, str], ...] = (
+    (
         "monitoring.coreos.com_podmonitors.yaml",
-        _raw(*_PROMETHEUS, f"{_CRDS}/crd-podmonitors.yaml"),
+        _PROMETHEUS,
+        f"{_CRDS}/crd-podmonitors.yaml",
         "41de2587baafa31240438654a3ae5dc19ef40296c31cb186855fa4ce85b03fb9",
     ),
-    UpstreamFile(
+    (
         "monitoring.coreos.com_servicemonitors.yaml",
-        _raw(*_PROMETHEUS, f"{_CRDS}/crd-servicemonitors.yaml"),
+        _PROMETHEUS,
+        f"{_CRDS}/crd-servicemonitors.yaml",
         "3322d612f23bf144c887c94bf247b0b4a69189adf37c0d482d2c6267ffe906ab",
     ),
-    UpstreamFile(
+    (
         "monitoring.coreos.com_prometheusrules.yaml",
-        _raw(*_PROMETHEUS, f"{_CRDS}/crd-prometheusrules.yaml"),
+        _PROMETHEUS,
+        f"{_CRDS}/crd-prometheusrules.yaml",
         "72b1e5f9959e67990d1598eb31b24ca4415007e31df3916356ef216316b2bf40",
     ),
-    UpstreamFile(
+    (
         "keda.sh_scaledobjects.yaml",
-        _raw(*_KEDA, "config/crd/bases/keda.sh_scaledobjects.yaml"),
+        _KEDA,
+        "config/crd/bases/keda.sh_scaledobjects.yaml",
         "af35555862a83933b074af14ad439c4b4ceabaf4daa3e9338e9b23e36d308d80",
     ),
-    UpstreamFile(
+    (
         "keda.sh_triggerauthentications.yaml",
-        _raw(*_KEDA, "config/crd/bases/keda.sh_triggerauthentications.yaml"),
+        _KEDA,
+        "config/crd/bases/keda.sh_triggerauthentications.yaml",
         "275307b4cb19ca8f0f506a879282aa4c67587ac16ec757f494d6585c5c185d65",
     ),
-    UpstreamFile(
+    (
         "karpenter.sh_nodepools.yaml",
-        _raw(*_KARPENTER, "pkg/apis/crds/karpenter.sh_nodepools.yaml"),
+        _KARPENTER,
+        "pkg/apis/crds/karpenter.sh_nodepools.yaml",
         "3bb64a20c80776b77aa19a699ebdaf34480a7b2e7ec4ef890b43225b3517f878",
     ),
-    UpstreamFile(
+    (
         "karpenter.k8s.aws_ec2nodeclasses.yaml",
-        _raw(*_KARPENTER, "pkg/apis/crds/karpenter.k8s.aws_ec2nodeclasses.yaml"),
+        _KARPENTER,
+        "pkg/apis/crds/karpenter.k8s.aws_ec2nodeclasses.yaml",
         "62dec59f01c0972d4503ca3ed25f243ba9c2f561be0d964ce7a14c8df406132f",
     ),
-    UpstreamFile(
+    (
         "leaderworkerset.x-k8s.io_leaderworkersets.yaml",
-        _raw(*_LWS, "config/crd/bases/leaderworkerset.x-k8s.io_leaderworkersets.yaml"),
+        _LWS,
+        "config/crd/bases/leaderworkerset.x-k8s.io_leaderworkersets.yaml",
         "c5dcad8ed943e495490241f00b9a1b45d51203b6d484020db3636d5bf553568e",
     ),
-    UpstreamFile(
+    (
         "gateway.networking.k8s.io_httproutes.yaml",
-        _raw(*_GATEWAY, "config/crd/standard/gateway.networking.k8s.io_httproutes.yaml"),
+        _GATEWAY,
+        "config/crd/standard/gateway.networking.k8s.io_httproutes.yaml",
         "a424a0d6c953b162e71d1d97bb7e75012d8f1ac264e7274f2763d1b96ab39852",
     ),
-    UpstreamFile(
+    (
         "gateway.networking.k8s.io_gateways.yaml",
-        _raw(*_GATEWAY, "config/crd/standard/gateway.networking.k8s.io_gateways.yaml"),
+        _GATEWAY,
+        "config/crd/standard/gateway.networking.k8s.io_gateways.yaml",
         "25b885f5870b8fff1ae82efa2628b2761cef3745900c2aecf8fb76629a01255a",
     ),
-    UpstreamFile(
+    (
         "charts/kube-prometheus-stack-88.5.3-values.yaml",
-        _raw(*_PROMETHEUS, "charts/kube-prometheus-stack/values.yaml"),
+        _PROMETHEUS,
+        "charts/kube-prometheus-stack/values.yaml",
         "659289e3cc0ff503db75dd2969c8fe7295657357b82ff085d0b2a824d68b7755",
     ),
-    UpstreamFile(
+    (
         "charts/keda-2.20.2-values.yaml",
-        _raw("kedacore/charts", "cbb9bb8ce0809dc9048f72302f7c09765d66ed56", "keda/values.yaml"),
+        ("kedacore/charts", "cbb9bb8ce0809dc9048f72302f7c09765d66ed56"),
+        "keda/values.yaml",
         "5e5056a3f602830e08456338ac9172dad39449ac079be5872ef3774c2b392b1d",
     ),
-    UpstreamFile(
+    (
         "charts/karpenter-1.14.1-values.yaml",
-        _raw(*_KARPENTER_RELEASE, "charts/karpenter/values.yaml"),
+        _KARPENTER_RELEASE,
+        "charts/karpenter/values.yaml",
         "38652eae97bec5bf709a394d1f4260398ed8c564f567927bb19fe46f7a6fa4ab",
     ),
-    UpstreamFile(
+    (
         "charts/nvidia-device-plugin-0.20.0-values.yaml",
-        _raw(
-            "NVIDIA/k8s-device-plugin",
-            "1b826acc6af3079d8923bac395c3124b8861a9a6",
-            "deployments/helm/nvidia-device-plugin/values.yaml",
-        ),
+        ("NVIDIA/k8s-device-plugin", "1b826acc6af3079d8923bac395c3124b8861a9a6"),
+        "deployments/helm/nvidia-device-plugin/values.yaml",
         "ad339b160fc56d4ab4648a88e79b1eed277a15142e2e314734ee17bcd672b648",
     ),
-    UpstreamFile(
+    (
         "charts/dcgm-exporter-4.8.2-values.yaml",
-        _raw("NVIDIA/dcgm-exporter", "691c92762eb551313c825f6efe4ceeee20982801", "deployment/values.yaml"),
+        ("NVIDIA/dcgm-exporter", "691c92762eb551313c825f6efe4ceeee20982801"),
+        "deployment/values.yaml",
         "f3d8522a4c720e2f7fcda86bbd4aa852d39b3908a4ffd202b7479aab1dbac4fa",
     ),
-    UpstreamFile(
+    (
         "charts/aws-load-balancer-controller-3.5.0-values.yaml",
-        _raw(
-            "aws/eks-charts",
-            "5239609242f3430be50fb0b714a24d3ef2b47983",
-            "stable/aws-load-balancer-controller/values.yaml",
-        ),
+        ("aws/eks-charts", "5239609242f3430be50fb0b714a24d3ef2b47983"),
+        "stable/aws-load-balancer-controller/values.yaml",
         "c330e0b3aaeed9d6b75e70564563dcdb231ee970db587f23eff5c013461f2dd4",
     ),
-    UpstreamFile(
+    (
         "charts/lws-0.10.0-values.yaml",
-        _raw(*_LWS, "charts/lws/values.yaml"),
+        _LWS,
+        "charts/lws/values.yaml",
         "1c4ec6d776f99f0b5eb41b0aabfd0f2d49e891469ad64f47c0ed34c629508985",
     ),
+)
+K8S_SCHEMAS = tuple(
+    UpstreamFile(path, _raw(*source, upstream), sha) for path, source, upstream, sha in _TABLE
 )
 
 
