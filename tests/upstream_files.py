@@ -14,6 +14,7 @@ import hashlib
 import os
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +188,10 @@ def main() -> None:
     for file in K8S_SCHEMAS:
         try:
             print(("fetched " if fetch(file, args.into) else "have    ") + file.path)
+        except urllib.error.URLError as error:  # no network: every other file would fail the same way
+            sys.exit(
+                f"make schemas: cannot reach {RAW} ({error.reason}); tests fall back to ../shared where it exists"
+            )
         except (OSError, ValueError) as error:
             failures.append(f"{file.path}: {error}")
     if failures:
