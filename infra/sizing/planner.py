@@ -162,9 +162,9 @@ def _validate(model: ModelArchitecture, workload: Workload, constraints: Constra
 def _instances(constraints: Constraints, catalog: GpuCatalog) -> tuple[GpuInstanceType, ...]:
     if constraints.gpu_memory_gib is not None:
         capability = constraints.gpu_compute_capability
-        gpu = custom_gpu(
-            constraints.gpu_memory_gib, compute_capability=capability or DEFAULT_CUSTOM_COMPUTE_CAPABILITY
-        )
+        if capability is None:  # not `or`: 0.0 is refused by custom_gpu, not replaced
+            capability = DEFAULT_CUSTOM_COMPUTE_CAPABILITY
+        gpu = custom_gpu(constraints.gpu_memory_gib, compute_capability=capability)
         return (
             GpuInstanceType(
                 name=f"custom-{CUSTOM_GPUS_PER_NODE}x{constraints.gpu_memory_gib:g}GiB",

@@ -201,6 +201,14 @@ def test_a_custom_gpu_serves_bf16_unless_its_compute_capability_says_otherwise()
     assert error.value.key == "dtype"
 
 
+def test_a_zero_compute_capability_is_refused_not_defaulted() -> None:
+    with pytest.raises(UserError) as error:
+        plan_serving(
+            load_model("Qwen/Qwen3-8B"), Workload(), Constraints(gpu_memory_gib=80, gpu_compute_capability=0)
+        )
+    assert error.value.key == "gpu_compute_capability"
+
+
 def test_a_compute_capability_needs_a_custom_gpu() -> None:
     with pytest.raises(UserError, match="gpu_memory_gib") as error:
         plan_serving(load_model("Qwen/Qwen3-8B"), Workload(), Constraints(gpu_compute_capability=9.0))
