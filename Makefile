@@ -7,7 +7,7 @@ VLLM_VENV ?= .venv-vllm
 
 POLICY_VENV ?= policy/venv
 
-.PHONY: install vllm-parser vllm-flags policy-venv test lint typecheck unit
+.PHONY: install vllm-parser vllm-flags policy-venv schemas test lint typecheck unit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ vllm-parser:
 policy-venv:
 	test -x $(POLICY_VENV)/bin/python || $(PYTHON) -m venv $(POLICY_VENV)
 	$(POLICY_VENV)/bin/pip install --quiet -r policy/requirements.txt
+
+# Upstream CRDs and Helm chart values the tests validate against, pinned by commit and sha256, into .schemas/.
+schemas: $(BIN)/python
+	$(BIN)/python -m tests.upstream_files
 
 lint:
 	$(BIN)/ruff check .

@@ -15,14 +15,18 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT.parent / "shared"
+FETCHED = REPO_ROOT / ".schemas"  # what `make schemas` fetches (tests/upstream_files.py)
 
 
 def shared_path(*parts: str) -> Path:
-    """A file under ../shared, or skip the calling test with the reason when it is absent."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"needs {path} (../shared beside the repository; CI always has it)")
-    return path
+    """An upstream file (k8s-schemas/...): from `.schemas/` (`make schemas` fetches it, sha256-checked), else
+    from ../shared (CI and machines without internet); skip the calling test, naming `make schemas`, when
+    neither has it."""
+    for root in (FETCHED, SHARED):
+        path = root.joinpath(*parts)
+        if path.exists():
+            return path
+    pytest.skip(f"needs {'/'.join(parts)}: run `make schemas` to fetch it into .schemas/")
 
 
 def run_infra(*args: str, env: Mapping[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -26,6 +26,7 @@ from infra.config import KUBERNETES_VERSIONS as config_versions
 from infra.config import StackSettings
 from infra.errors import UserError
 from infra.render import REDACTED, Rendered, render
+from tests.components.support import takes_tags
 from tests.kubernetes.crd_schemas import is_custom_resource, validate_custom_resource
 
 REPO = Path(__file__).resolve().parent.parent
@@ -335,9 +336,11 @@ def test_no_resource_name_is_used_twice(rendered: tuple[str, Path, Rendered]) ->
 
 def test_every_aws_resource_carries_the_stack_tags(rendered: tuple[str, Path, Rendered]) -> None:
     stack, _, result = rendered
-    for registration in result.registrations:
-        if registration.type.startswith("aws:") and "tags" in registration.inputs:
-            assert registration.inputs["tags"]["stack"] == stack, registration.name
+    taggable = [r for r in result.registrations if r.custom and takes_tags(r.type)]
+    assert len(taggable) > 5
+    for registration in taggable:  # a resource that takes tags and has none fails too
+        tags = registration.inputs.get("tags") or {}
+        assert tags.get("stack") == stack and tags.get("project") == "llm-serving", registration.name
 
 
 def test_secrets_are_redacted(rendered: tuple[str, Path, Rendered]) -> None:

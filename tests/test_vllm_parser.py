@@ -9,9 +9,6 @@ worker, and the flags the preview refuses (which the real parser must refuse too
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,9 +22,8 @@ from infra.sizing.models import load_model, load_model_catalog
 from infra.sizing.plan import Constraints, ServingPlan, Workload
 from infra.sizing.planner import plan_serving
 from infra.vllm.args import plan_args
-from tests.conftest import REPO_ROOT
+from tests.vllm_real_parser import parse_with_vllm
 
-VLLM_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"
 WORKLOADS = {
     "bf16-4k": Workload(max_model_len=4096),
     "fp16-fp8kv": Workload(max_model_len=4096, kv_cache_dtype="fp8", dtype="float16"),
@@ -137,26 +133,13 @@ PATCHES = {
 
 
 @pytest.fixture(scope="module")
-def parsed() -> Iterator[dict[str, Any]]:
-    if not VLLM_PYTHON.exists():
-        pytest.skip(
-            f"needs vLLM's parser in {VLLM_PYTHON.parent.parent}: run `make vllm-parser` (make test does)"
-        )
-    cases = [{"name": name, "args": [model_id, *plan_args(plan)]} for name, (model_id, plan) in PLANS.items()]
-    cases += [{"name": f"patch-{mode}", "args": patch.model_args} for mode, patch in PATCHES.items()]
-    cases += [{"name": name, "args": args} for name, (_, args) in POD_ARGS.items()]
-    cases += [{"name": name, "args": ["m", *args]} for name, args in REFUSED.items()]
-    cases += multi_node_cases()
-    result = subprocess.run(
-        [str(VLLM_PYTHON), str(REPO_ROOT / "tests" / "vllm_parser_check.py")],
-        input=json.dumps(cases),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"},
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    yield json.loads(result.stdout)
+def parsed() -> dict[str, Any]:
+    cases = {name: [model_id, *plan_args(plan)] for name, (model_id, plan) in PLANS.items()}
+    cases |= {f"patch-{mode}": patch.model_args for mode, patch in PATCHES.items()}
+    cases |= {name: args for name, (_, args) in POD_ARGS.items()}
+    cases |= {name: ["m", *args] for name, args in REFUSED.items()}
+    cases |= {case["name"]: case["args"] for case in multi_node_cases()}
+    return parse_with_vllm(cases)
 
 
 @pytest.mark.parametrize("name", sorted(REFUSED))

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from infra.modelcache.compile_cache import compile_cache_key
-from infra.modelcache.layout import CacheEntry, S3Location, is_commit_hash, model_slug
+from infra.modelcache.layout import CacheEntry, S3Location, compile_cache_key, is_commit_hash, model_slug
 from infra.versions import VLLM_VERSION
 
 Manifest = dict[str, Any]

@@ -10,7 +10,6 @@ after it. The first pod of a shape to finish compiling uploads; later pods downl
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tarfile
 import tempfile
@@ -21,30 +20,15 @@ from boto3.s3.transfer import S3Transfer
 from botocore.exceptions import ClientError
 
 from infra.errors import UserError
-from infra.modelcache.layout import S3Location, model_slug
+
+# The key layout is pure (layout.py), so the pod-spec builders use it without loading boto3; re-exported here.
+from infra.modelcache.layout import S3Location
+from infra.modelcache.layout import compile_cache_key as compile_cache_key
+from infra.modelcache.layout import gpu_slug as gpu_slug
 from infra.modelcache.transfer import is_not_found
 
 ARCHIVE_NAME = "torch_compile_cache.tar"
 MARKER_NAME = "torch_compile_cache.complete"
-
-
-def gpu_slug(gpu_type: str) -> str:
-    """`NVIDIA A10G` -> `nvidia-a10g`; `H100 80GB HBM3` -> `h100-80gb-hbm3`."""
-    slug = re.sub(r"[^a-z0-9]+", "-", gpu_type.lower()).strip("-")
-    if not slug:
-        raise UserError(f"{gpu_type!r} is not a GPU type such as 'NVIDIA L40S'", key="--gpu")
-    return slug
-
-
-def compile_cache_key(vllm_version: str, model: str, tensor_parallel_size: int, gpu_type: str) -> str:
-    """The key segment (below the cache root) for one serving shape."""
-    if tensor_parallel_size < 1:
-        raise UserError("must be at least 1", key="--tensor-parallel-size")
-    if not re.fullmatch(r"[0-9A-Za-z.+_-]+", vllm_version):
-        raise UserError(f"{vllm_version!r} is not a version", key="--vllm-version")
-    return (
-        f"compile-cache/vllm-{vllm_version}/{model_slug(model)}/tp{tensor_parallel_size}/{gpu_slug(gpu_type)}"
-    )
 
 
 def _exists(client: Any, bucket: str, key: str) -> bool:

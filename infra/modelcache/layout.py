@@ -197,3 +197,25 @@ def plan_ranges(size: int, chunk_size: int) -> list[tuple[int, int]]:
     if chunk_size <= 0:
         raise ValueError("chunk_size must be positive")
     return [(start, min(start + chunk_size, size) - 1) for start in range(0, size, chunk_size)]
+
+
+# ----- vLLM's torch.compile cache (compile_cache.py moves the data) -----------------------------------
+
+
+def gpu_slug(gpu_type: str) -> str:
+    """`NVIDIA A10G` -> `nvidia-a10g`; `H100 80GB HBM3` -> `h100-80gb-hbm3`."""
+    slug = re.sub(r"[^a-z0-9]+", "-", gpu_type.lower()).strip("-")
+    if not slug:
+        raise UserError(f"{gpu_type!r} is not a GPU type such as 'NVIDIA L40S'", key="--gpu")
+    return slug
+
+
+def compile_cache_key(vllm_version: str, model: str, tensor_parallel_size: int, gpu_type: str) -> str:
+    """The key segment (below the cache root) for one serving shape."""
+    if tensor_parallel_size < 1:
+        raise UserError("must be at least 1", key="--tensor-parallel-size")
+    if not re.fullmatch(r"[0-9A-Za-z.+_-]+", vllm_version):
+        raise UserError(f"{vllm_version!r} is not a version", key="--vllm-version")
+    return (
+        f"compile-cache/vllm-{vllm_version}/{model_slug(model)}/tp{tensor_parallel_size}/{gpu_slug(gpu_type)}"
+    )

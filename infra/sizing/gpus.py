@@ -192,21 +192,36 @@ class GpuCatalog:
         return f"unknown GPU instance type {name!r}; {did_you_mean}{hint}"
 
 
-def custom_gpu(memory_gib: float, name: str = "custom") -> GpuModel:
-    """A GPU outside the catalog (`--gpu-memory-gib`): only its memory is known, so every capability flag
-    is the cautious one (no bf16, no fp8, not an A100, bandwidth and compute capability unknown)."""
+# A GPU outside the catalog is assumed to be what AWS's data-center GPUs since 2023 are (L4, L40S: 8.9;
+# H100, H200: 9.0; B200: 10.0), all with bf16 and fp8 tensor cores, unless the user says otherwise.
+DEFAULT_CUSTOM_COMPUTE_CAPABILITY = 8.9
+BF16_MIN_COMPUTE_CAPABILITY = 8.0  # Ampere
+FP8_MIN_COMPUTE_CAPABILITY = 8.9  # Ada, Hopper and newer
+
+
+def custom_gpu(
+    memory_gib: float, name: str = "custom", compute_capability: float = DEFAULT_CUSTOM_COMPUTE_CAPABILITY
+) -> GpuModel:
+    """A GPU outside the catalog (`--gpu-memory-gib`, `--gpu-compute-capability`): bf16 and fp8 follow from
+    the compute capability; bandwidth is unknown and it is never treated as an A100."""
     if not memory_gib > 0:
         raise UserError(
             f"GPU memory must be a positive number of GiB, got {memory_gib!r} (e.g. 24 for a 24 GiB GPU)",
             key="gpu_memory_gib",
         )
+    if not 3.0 <= compute_capability < 20.0:
+        raise UserError(
+            f"{compute_capability!r} is not a CUDA compute capability; use e.g. 8.0 (A100), 8.9 (L4, L40S), "
+            "9.0 (H100) or 10.0 (B200)",
+            key="gpu_compute_capability",
+        )
     return GpuModel(
         name=name,
         memory_mib=int(memory_gib * 1024),
         memory_bandwidth_gbps=0.0,
-        bf16=False,
-        fp8=False,
-        compute_capability="0.0",
+        bf16=compute_capability >= BF16_MIN_COMPUTE_CAPABILITY,
+        fp8=compute_capability >= FP8_MIN_COMPUTE_CAPABILITY,
+        compute_capability=f"{compute_capability:.1f}",
         is_a100=False,
     )
 

@@ -8,8 +8,10 @@ families and for Mixtral/Qwen-MoE/DeepSeek-MLA; otherwise they come from safeten
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -144,6 +146,19 @@ def _int(config: Mapping[str, Any], key: str, model_id: str) -> int:
     return value
 
 
+def _head_dim(config: Mapping[str, Any], hidden: int, heads: int, model_id: str) -> int:
+    """The attention head size: `head_dim` when the config has one, else hidden_size / heads exactly."""
+    if config.get("head_dim"):
+        return _int(config, "head_dim", model_id)
+    if hidden % heads:
+        raise UserError(
+            f"config.json of {model_id}: hidden_size {hidden} is not divisible by num_attention_heads "
+            f"{heads} and there is no head_dim; add the model's head_dim to its config.json",
+            key="config",
+        )
+    return hidden // heads
+
+
 def parse_quantization(config: Mapping[str, Any]) -> Quantization | None:
     """The `quantization_config` block of a config.json, as vLLM would read it."""
     block = config.get("quantization_config")
@@ -193,7 +208,7 @@ def count_params(config: Mapping[str, Any], model_id: str) -> ParamCounts | None
     vocab = _int(config, "vocab_size", model_id)
     heads = _int(config, "num_attention_heads", model_id)
     kv_heads = int(config.get("num_key_value_heads") or heads)
-    head_dim = int(config.get("head_dim") or hidden // heads)
+    head_dim = _head_dim(config, hidden, heads, model_id)
     tied = bool(config.get("tie_word_embeddings", model_type in {"gemma", "gemma2"}))
 
     embedding = vocab * hidden
@@ -344,7 +359,7 @@ def parse_config(
         num_layers=layers,
         num_attention_heads=heads,
         num_kv_heads=kv_heads,
-        head_dim=int(config.get("head_dim") or hidden // heads),
+        head_dim=_head_dim(config, hidden, heads, model_id),
         intermediate_size=int(config.get("intermediate_size") or config.get("moe_intermediate_size") or 0),
         vocab_size=_int(config, "vocab_size", model_id),
         tie_word_embeddings=bool(config.get("tie_word_embeddings", model_type in {"gemma", "gemma2"})),
@@ -467,26 +482,66 @@ def load_model(
     return _load_from_hub(ref, revision=revision, token=token)
 
 
-def _load_from_hub(ref: str, *, revision: str | None, token: str | None) -> ModelArchitecture:
-    catalog_ids = ", ".join(sorted(entry.model_id for entry in load_model_catalog().values()))
-    if "/" not in ref:
-        raise UserError(
-            f"unknown model {ref!r}: not a local directory, not in the built-in catalog, and not a Hugging Face "
-            f"repo id (org/name). Catalog models: {catalog_ids}",
-            key="model",
+# A Hugging Face repo id: org/name, each part letters, digits, '-', '_', '.', not starting or ending in '-'
+# or '.', with no '--' or '..' (huggingface_hub's validate_repo_id, checked here before any import).
+_REPO_PART = r"[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?"
+REPO_ID = re.compile(rf"{_REPO_PART}/{_REPO_PART}")
+
+
+def is_repo_id(ref: str) -> bool:
+    return bool(REPO_ID.fullmatch(ref)) and "--" not in ref and ".." not in ref
+
+
+def did_you_mean(ref: str) -> str:
+    """'did you mean X?' naming the catalog ids (or names without the org) closest to `ref`; "" if none."""
+    ids = {entry.model_id.lower(): entry.model_id for entry in load_model_catalog().values()}
+    names = {model_id.split("/", 1)[-1].lower(): model_id for model_id in ids.values()}
+    wanted = ref.strip().lower()
+    close = [ids[m] for m in difflib.get_close_matches(wanted, ids, n=2, cutoff=0.8)]
+    close += [names[m] for m in difflib.get_close_matches(wanted.rsplit("/", 1)[-1], names, n=2, cutoff=0.8)]
+    unique = list(dict.fromkeys(close))[:2]
+    return f"did you mean {' or '.join(unique)}?" if unique else ""
+
+
+def _not_a_model(ref: str) -> str:
+    """Why `ref` names no model: a file, a missing folder, or no org/name, with what would work."""
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return (
+            f"{ref!r} is a file, not a model directory; pass a folder holding config.json, or "
+            f"--config {ref} if it is a config.json"
         )
+    hint = did_you_mean(ref)
+    looks_like_path = ref.startswith((".", "/", "~")) or ref.count("/") > 1 or "\\" in ref
+    what = "no such model directory, and not" if looks_like_path else "not a local directory, not"
+    return (
+        f"unknown model {ref!r}: {what} in the built-in catalog, and not a Hugging Face repo id "
+        f"(org/name).{' D' + hint[1:] if hint else ''} Catalog models: {_catalog_ids()}"
+    )
+
+
+def _catalog_ids() -> str:
+    return ", ".join(sorted(entry.model_id for entry in load_model_catalog().values()))
+
+
+def _load_from_hub(ref: str, *, revision: str | None, token: str | None) -> ModelArchitecture:
+    if not is_repo_id(ref):
+        raise UserError(_not_a_model(ref), key="model")
+    suggestion = did_you_mean(ref)
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise UserError(
-            f"model {ref!r} is not in the built-in catalog and HF_HUB_OFFLINE=1; pass --config PATH to its "
-            f"config.json. Catalog models: {catalog_ids}",
+            f"model {ref!r} is not in the built-in catalog and HF_HUB_OFFLINE=1; "
+            f"{suggestion + ' ' if suggestion else ''}pass --config PATH to its config.json. "
+            f"Catalog models: {_catalog_ids()}",
             key="model",
         )
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, NotASafetensorsRepoError, SafetensorsParsingError
 
     token = token or os.environ.get("HF_TOKEN")
-    offline = f"pass --config PATH to its config.json. Catalog models: {catalog_ids}"
-    with hub_errors(ref, revision or "main", unreachable_hint=offline):
+    offline = f"pass --config PATH to its config.json. Catalog models: {_catalog_ids()}"
+    with hub_errors(ref, revision or "main", unreachable_hint=offline, did_you_mean=suggestion):
+        _hub_preflight(ref, revision or "main", token)
         path = hf_hub_download(ref, "config.json", revision=revision, token=token, etag_timeout=10)
     config = read_config_file(Path(path))
     params = None
@@ -496,3 +551,24 @@ def _load_from_hub(ref: str, *, revision: str | None, token: str | None) -> Mode
     except (HfHubHTTPError, NotASafetensorsRepoError, SafetensorsParsingError, OSError, ValueError):
         pass  # safetensors metadata is optional; the config formula covers the known families
     return parse_config(config, ref, safetensors_params=params)
+
+
+def _hub_preflight(ref: str, revision: str, token: str | None) -> None:
+    """One request without retries, so a typo fails at once: the Hub's "no such repository or revision"
+    and a Hub that refuses or cannot be resolved are final. Slow or failing answers (timeouts, 5xx) are
+    left to the download, which retries them."""
+    import httpx2
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        HfApi().model_info(ref, revision=revision, token=token, timeout=10)
+    except (RepositoryNotFoundError, RevisionNotFoundError, GatedRepoError, httpx2.ConnectError):
+        raise
+    except (HfHubHTTPError, httpx2.TransportError):
+        pass  # possibly transient: hf_hub_download retries these

@@ -21,6 +21,7 @@ class Workload:
     quantization: str | None = None  # None: whatever the checkpoint's quantization_config says
     kv_cache_dtype: str = "auto"  # "auto" (model dtype), "fp8", "fp8_e4m3", "fp8_e5m2"
     gpu_memory_utilization: float | None = None  # None: vLLM 0.33.0's default, 0.92
+    replicas: int = 1  # replicas the stack runs: plans are ranked by what that many cost in whole nodes
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Constraints:
     region: str = "us-east-1"
     max_nodes_per_replica: int = 4  # pipeline parallelism across at most this many nodes
     gpu_memory_gib: float | None = None  # plan for a GPU outside the catalog (total memory per GPU)
+    gpu_compute_capability: float | None = None  # of that GPU; None: gpus.DEFAULT_CUSTOM_COMPUTE_CAPABILITY
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ class Alternative:
     gpus_per_replica: int
     kv_cache_tokens: int
     max_concurrency: float
-    cost_per_hour_usd: float | None
+    cost_per_hour_usd: float | None  # per replica, as if every node were full of replicas
+    stack_cost_per_hour_usd: float | None = None  # the whole nodes the plan's replica count needs
 
 
 @dataclass(frozen=True)
@@ -94,12 +97,19 @@ class ServingPlan:
     max_num_seqs: int
     quantization_arg: str | None  # vLLM's --quantization (load-time methods); None: from the checkpoint
     capacity_type: CapacityType
-    cost_per_hour_usd: float | None  # per replica; None for a GPU outside the catalog
+    # Per replica, as if every node were full of replicas; None for a GPU outside the catalog.
+    cost_per_hour_usd: float | None
     estimated_cold_start_s: float  # node has the image: weights from S3, load to GPUs, warm engine start
     estimated_load_s: float  # of that, what vLLM itself takes (load and engine start): its startup probe
     approximate: bool  # True for sliding-window / hybrid / MLA models, where vLLM's figure is derived
     notes: tuple[str, ...] = ()
     alternatives: tuple[Alternative, ...] = field(default_factory=tuple)
+    # What the stack pays for `priced_for_replicas` (Workload.replicas) replicas: whole nodes, as AWS bills.
+    stack_cost_per_hour_usd: float | None = None
+    priced_for_replicas: int = 1
+    nodes_for_replicas: int = 1
+    price_region: str = "us-east-1"  # the catalog's prices are this region's list prices
+    prices_read_on: str = ""  # ISO date the catalog's prices were read
 
     @property
     def weights_total_bytes(self) -> int:

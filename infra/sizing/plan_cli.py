@@ -38,6 +38,12 @@ def plan_command(
     gpu_memory_gib: Annotated[
         float | None, typer.Option(help="Plan for a GPU outside the catalog with this total memory")
     ] = None,
+    gpu_compute_capability: Annotated[
+        float | None,
+        typer.Option(
+            help="CUDA compute capability of that GPU: 8.0 A100, 8.9 L4/L40S, 9.0 H100 (default 8.9)"
+        ),
+    ] = None,
     instance_type: Annotated[
         list[str] | None, typer.Option(help="Allowed EC2 instance type or family")
     ] = None,
@@ -54,6 +60,9 @@ def plan_command(
     ] = None,
     kv_cache_dtype: Annotated[str, typer.Option(help="auto, fp8, fp8_e4m3, fp8_e5m2")] = "auto",
     concurrency: Annotated[int, typer.Option(help="Full-length sequences that must fit at once")] = 1,
+    replicas: Annotated[
+        int, typer.Option(help="Replicas to price: plans are ranked by the whole nodes they need")
+    ] = 1,
     capacity_type: Annotated[str, typer.Option(help="on-demand or spot")] = "on-demand",
     params_billion: Annotated[float | None, typer.Option(help="Override the parameter count")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON")] = False,
@@ -71,6 +80,7 @@ def plan_command(
     workload = Workload(
         max_model_len=parse_token_count(max_model_len, "--max-model-len") if max_model_len else None,
         concurrency=concurrency,
+        replicas=replicas,
         dtype=dtype,
         quantization=quantization,
         kv_cache_dtype=kv_cache_dtype,
@@ -84,6 +94,7 @@ def plan_command(
         tensor_parallel_size=tensor_parallel_size,
         capacity_type=capacity_type,  # type: ignore[arg-type]  # checked just above
         gpu_memory_gib=gpu_memory_gib,
+        gpu_compute_capability=gpu_compute_capability,
     )
     plan = plan_serving(architecture, workload, constraints)
     if as_json:
@@ -91,4 +102,4 @@ def plan_command(
         return
     console = Console()
     for table in plan_tables(plan, plan_args(plan)):
-        console.print(table)
+        console.print(table, crop=False)  # a table wider than the terminal wraps; it is never cut

@@ -3,7 +3,8 @@
 For every allowed instance type it tries each valid tensor-parallel size within one node (smallest
 first); only when no single node can hold the model does it add pipeline stages across nodes. A
 candidate fits when `concurrency` full-length sequences fit in the KV cache that vLLM 0.33.0 would
-allocate (infra/sizing/memory.py). Candidates are ranked by $/h per replica, then GPUs, then KV tokens.
+allocate (infra/sizing/memory.py). Candidates are ranked by what the workload's replicas cost in whole
+nodes (a lone replica on a 4-GPU node pays the whole node), then $/h per replica, GPUs, KV tokens.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from dataclasses import dataclass, replace
 from infra.errors import UserError
 from infra.sizing import memory as mem
 from infra.sizing import vllm_constants as vc
-from infra.sizing.gpus import GpuCatalog, GpuInstanceType, GpuModel, custom_gpu, load_catalog
+from infra.sizing.gpus import (
+    DEFAULT_CUSTOM_COMPUTE_CAPABILITY,
+    SPOT_PRICE_FACTOR,
+    GpuCatalog,
+    GpuInstanceType,
+    GpuModel,
+    custom_gpu,
+    load_catalog,
+)
 from infra.sizing.models import ModelArchitecture
 from infra.sizing.plan import (
     GIB,
@@ -48,7 +57,9 @@ class Candidate:
     blocks_needed: int
     batched_tokens: int
     num_seqs: int
-    cost_per_replica: float | None
+    cost_per_replica: float | None  # a node's price shared by the replicas it holds
+    nodes_for_replicas: int  # nodes the workload's replica count occupies
+    stack_cost: float | None  # those nodes' price
 
     @property
     def fits(self) -> bool:
@@ -62,9 +73,14 @@ class Candidate:
     def kv_tokens(self) -> int:
         return self.blocks * vc.BLOCK_SIZE
 
-    def rank_key(self) -> tuple[float, int, int]:
-        cost = self.cost_per_replica if self.cost_per_replica is not None else math.inf
-        return (cost, self.gpus, -self.kv_tokens)
+    def rank_key(self) -> tuple[float, float, int, int]:
+        stack = self.stack_cost if self.stack_cost is not None else math.inf
+        per_replica = self.cost_per_replica if self.cost_per_replica is not None else math.inf
+        return (stack, per_replica, self.gpus, -self.kv_tokens)
+
+    @property
+    def replicas_per_node(self) -> int:
+        return self.instance.gpu_count // self.tp if self.pp == 1 else 0
 
     def shortfall(self) -> str:
         m = self.memory
@@ -117,7 +133,11 @@ def _validate(model: ModelArchitecture, workload: Workload, constraints: Constra
         )
     if workload.concurrency < 1:
         raise UserError(f"must be at least 1, got {workload.concurrency}", key="concurrency")
-    utilization = workload.gpu_memory_utilization or vc.DEFAULT_GPU_MEMORY_UTILIZATION
+    if workload.replicas < 1:
+        raise UserError(f"must be at least 1, got {workload.replicas}", key="replicas")
+    utilization = workload.gpu_memory_utilization
+    if utilization is None:  # not `or`: an explicit 0 is an error, not the default
+        utilization = vc.DEFAULT_GPU_MEMORY_UTILIZATION
     if not 0 < utilization <= 1:
         raise UserError(f"must be in (0, 1], got {utilization}", key="gpu_memory_utilization")
     tp = constraints.tensor_parallel_size
@@ -129,6 +149,11 @@ def _validate(model: ModelArchitecture, workload: Workload, constraints: Constra
         )
     if constraints.capacity_type not in ("on-demand", "spot"):
         raise UserError(f"{constraints.capacity_type!r}: use on-demand or spot", key="capacity_type")
+    if constraints.gpu_compute_capability is not None and constraints.gpu_memory_gib is None:
+        raise UserError(
+            "describes a GPU outside the catalog; give its memory with gpu_memory_gib too",
+            key="gpu_compute_capability",
+        )
     if constraints.max_nodes_per_replica < 1:
         raise UserError("must be at least 1", key="max_nodes_per_replica")
     return max_len, utilization
@@ -136,7 +161,10 @@ def _validate(model: ModelArchitecture, workload: Workload, constraints: Constra
 
 def _instances(constraints: Constraints, catalog: GpuCatalog) -> tuple[GpuInstanceType, ...]:
     if constraints.gpu_memory_gib is not None:
-        gpu = custom_gpu(constraints.gpu_memory_gib)
+        capability = constraints.gpu_compute_capability
+        if capability is None:  # not `or`: 0.0 is refused by custom_gpu, not replaced
+            capability = DEFAULT_CUSTOM_COMPUTE_CAPABILITY
+        gpu = custom_gpu(constraints.gpu_memory_gib, compute_capability=capability)
         return (
             GpuInstanceType(
                 name=f"custom-{CUSTOM_GPUS_PER_NODE}x{constraints.gpu_memory_gib:g}GiB",
@@ -178,12 +206,13 @@ def _evaluate(
     )
     per_token = mem.kv_bytes_per_token(model, tp, pp, precision.kv_bytes)
     price = instance.hourly_cost(constraints.capacity_type)
+    # Replicas share a node's GPUs when one needs only part of it; AWS bills whole nodes.
+    nodes = math.ceil(workload.replicas * tp / instance.gpu_count) if pp == 1 else workload.replicas * pp
     if price is None:
-        cost = None
-    elif pp == 1:
-        cost = round(price * tp / instance.gpu_count, 4)  # replicas share a node's GPUs
+        cost = stack_cost = None
     else:
-        cost = round(price * pp, 4)
+        cost = round(price * tp / instance.gpu_count, 4) if pp == 1 else round(price * pp, 4)
+        stack_cost = round(price * nodes, 4)
     return Candidate(
         instance=instance,
         precision=precision,
@@ -196,6 +225,8 @@ def _evaluate(
         batched_tokens=batched_tokens,
         num_seqs=num_seqs,
         cost_per_replica=cost,
+        nodes_for_replicas=nodes,
+        stack_cost=stack_cost,
     )
 
 
@@ -279,9 +310,10 @@ def plan_serving(
                 kv_cache_tokens=candidate.kv_tokens,
                 max_concurrency=round(mem.max_concurrency(candidate.blocks, max_len), 2),
                 cost_per_hour_usd=candidate.cost_per_replica,
+                stack_cost_per_hour_usd=candidate.stack_cost,
             )
         )
-    return _to_plan(model, workload, constraints, best, max_len, utilization, tuple(alternatives))
+    return _to_plan(model, workload, constraints, catalog, best, max_len, utilization, tuple(alternatives))
 
 
 def estimated_load_s(candidate: Candidate) -> float:
@@ -301,6 +333,7 @@ def _to_plan(
     model: ModelArchitecture,
     workload: Workload,
     constraints: Constraints,
+    catalog: GpuCatalog,
     best: Candidate,
     max_len: int,
     utilization: float,
@@ -310,12 +343,12 @@ def _to_plan(
     if model.kv_is_approximate:
         kind = "MLA" if model.is_mla else "sliding-window layers"
         notes.append(f"{kind}: KV cache sized as if every layer attended fully; vLLM will report more tokens")
-    if best.pp == 1 and best.tp < best.instance.gpu_count:
-        replicas_per_node = best.instance.gpu_count // best.tp
+    if best.pp == 1 and best.replicas_per_node > 1:
         full = best.instance.hourly_cost(constraints.capacity_type)
+        price = f" (${full:.2f}/h)" if full is not None else ""
         notes.append(
-            f"{best.instance.name} holds {replicas_per_node} replicas; the $/h is per replica "
-            f"(a lone replica pays the whole node{f', ${full:.2f}/h' if full is not None else ''})"
+            f"{best.instance.name} holds {best.replicas_per_node} replicas; {workload.replicas} replica(s) pay "
+            f"{best.nodes_for_replicas} whole node(s){price}, the per-replica $/h holds when nodes are full"
         )
     if (
         best.precision.quantization
@@ -325,6 +358,16 @@ def _to_plan(
         notes.append(f"{best.instance.gpu.name} has no FP8 tensor cores: vLLM runs FP8 weights weight-only")
     if constraints.capacity_type == "spot":
         notes.append("spot capacity can be reclaimed with two minutes' notice; keep more than one replica")
+        if best.instance.spot_usd_per_hour is None and best.instance.on_demand_usd_per_hour is not None:
+            notes.append(
+                f"spot price estimated as on-demand x {SPOT_PRICE_FACTOR:g} (the catalog holds no spot "
+                "prices; real spot prices vary by hour and zone)"
+            )
+    if best.stack_cost is not None and constraints.region != catalog.region:
+        notes.append(
+            f"prices are {catalog.region} list prices; {constraints.region} prices differ: "
+            f"python -m infra gpus refresh --region {constraints.region} re-reads the catalog for it"
+        )
     return ServingPlan(
         model=model.model_id,
         params_billion=round(model.param_count / 1e9, 3),
@@ -348,6 +391,11 @@ def _to_plan(
         quantization_arg=best.precision.quantization_arg,
         capacity_type=constraints.capacity_type,
         cost_per_hour_usd=best.cost_per_replica,
+        stack_cost_per_hour_usd=best.stack_cost,
+        priced_for_replicas=workload.replicas,
+        nodes_for_replicas=best.nodes_for_replicas,
+        price_region=catalog.region,
+        prices_read_on=catalog.prices_read_on,
         estimated_cold_start_s=estimated_cold_start_s(model, best),
         estimated_load_s=estimated_load_s(best),
         approximate=model.kv_is_approximate,
@@ -414,5 +462,5 @@ def _quiet_plan(
 
 def _describe(candidate: Candidate) -> str:
     gpus = f"{candidate.gpus} x {candidate.instance.gpu.name}"
-    cost = f", ${candidate.cost_per_replica:.2f}/h" if candidate.cost_per_replica is not None else ""
+    cost = f", ${candidate.stack_cost:.2f}/h" if candidate.stack_cost is not None else ""
     return f"{candidate.instance.name} ({gpus}, TP={candidate.tp}, PP={candidate.pp}{cost})"

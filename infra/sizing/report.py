@@ -13,6 +13,21 @@ def _money(value: float | None) -> str:
     return f"${value:,.2f}/h" if value is not None else "unknown"
 
 
+def _dollars(value: float | None) -> str:
+    return f"${value:,.2f}" if value is not None else "unknown"
+
+
+def _cost(plan: ServingPlan) -> str:
+    if plan.stack_cost_per_hour_usd is None:
+        return f"unknown (no price for {plan.instance_type}), {plan.capacity_type}"
+    spot = " estimated as on-demand x 0.6" if plan.capacity_type == "spot" else ""
+    return (
+        f"{_money(plan.stack_cost_per_hour_usd)} for {plan.priced_for_replicas} replica(s) on "
+        f"{plan.nodes_for_replicas} node(s), {_money(plan.cost_per_hour_usd)} per replica on a full node; "
+        f"{plan.capacity_type}{spot}, {plan.price_region} list prices read {plan.prices_read_on}"
+    )
+
+
 def summary_rows(plan: ServingPlan, vllm_args: Sequence[str] = ()) -> list[tuple[str, str]]:
     """(label, value) pairs: the plan in the order an operator reads it (with the serve flags it decides,
     when the caller built them: infra/vllm owns the command line, and sizing does not import it)."""
@@ -45,7 +60,7 @@ def summary_rows(plan: ServingPlan, vllm_args: Sequence[str] = ()) -> list[tuple
             f"{plan.max_concurrency:g} x full-length requests"
             + (" (approximate)" if plan.approximate else ""),
         ),
-        ("cost", f"{_money(plan.cost_per_hour_usd)} per replica, {plan.capacity_type}"),
+        ("cost", _cost(plan)),
         ("cold start", f"~{plan.estimated_cold_start_s:.0f} s (weights from S3, load, warm engine start)"),
     ]
     rows += [("vllm args", " ".join(vllm_args))] if vllm_args else []
@@ -58,24 +73,42 @@ def summary_lines(plan: ServingPlan, vllm_args: Sequence[str] = ()) -> list[str]
 
 def plan_tables(plan: ServingPlan, vllm_args: Sequence[str] = ()) -> list[Table]:
     main = Table(title=f"Serving plan for {plan.model}", show_header=False, title_justify="left")
-    main.add_column(style="bold")
+    main.add_column(style="bold", no_wrap=True)
     main.add_column(overflow="fold")
     for label, value in summary_rows(plan, vllm_args):
         main.add_row(label, value)
     tables = [main]
     if plan.alternatives:
-        alternatives = Table(title="Alternatives that also fit (cheapest first)", title_justify="left")
-        for column in ("instance", "GPUs", "TP", "PP", "KV tokens", "concurrency", "$/h per replica"):
-            alternatives.add_column(column, justify="right" if column != "instance" else "left")
-        for alt in plan.alternatives:
-            alternatives.add_row(
+        replicas = f"{plan.priced_for_replicas} replica(s)"
+        alternatives = Table(
+            title=f"Alternatives that also fit, cheapest for {replicas} first", title_justify="left"
+        )
+        headers = (
+            "instance",
+            "GPUs",
+            "TP x PP",
+            "KV tokens",
+            "max seqs",
+            "$/h total",
+            "$/h per replica",
+        )
+        rows = [
+            (
                 alt.instance_type,
                 f"{alt.gpus_per_replica} x {alt.gpu_name}",
-                str(alt.tensor_parallel_size),
-                str(alt.pipeline_parallel_size),
+                f"{alt.tensor_parallel_size} x {alt.pipeline_parallel_size}",
                 f"{alt.kv_cache_tokens:,}",
                 f"{alt.max_concurrency:g}",
-                _money(alt.cost_per_hour_usd),
+                _dollars(alt.stack_cost_per_hour_usd),
+                _dollars(alt.cost_per_hour_usd),
             )
+            for alt in plan.alternatives
+        ]
+        for index, header in enumerate(headers):
+            # Values are never cut ("g6e.12xlar…"): a narrow terminal wraps the headers instead.
+            widest = max([len(row[index]) for row in rows] + [len(word) for word in header.split()])
+            alternatives.add_column(header, justify="left" if index == 0 else "right", min_width=widest)
+        for row in rows:
+            alternatives.add_row(*row)
         tables.append(alternatives)
     return tables

@@ -6,13 +6,12 @@ test sees exactly the resources (type, name, parent, inputs) a render shows.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
-
+from infra.mock_runtime import run_pulumi_func, sync_await
 from infra.render import Registration, Rendered, install_mocks, redact
 from infra.sizing.plan import GpuShare, MemoryPerGpu, ServingPlan
 
@@ -49,6 +48,17 @@ BASE_PLAN = ServingPlan(
 )
 
 
+def takes_tags(type_token: str) -> bool:
+    """Whether an AWS resource type (aws:s3/bucket:Bucket) has a `tags` input, from pulumi_aws's own class."""
+    import pulumi_aws
+
+    provider, module_and_file, class_name = type_token.split(":")
+    if provider != "aws":
+        return False
+    resource_class = getattr(getattr(pulumi_aws, module_and_file.split("/")[0]), class_name)
+    return "tags" in inspect.signature(resource_class._internal_init).parameters
+
+
 def make_plan(**changes: Any) -> ServingPlan:
     return replace(BASE_PLAN, **changes)
 
@@ -74,10 +84,10 @@ class Recorded(Rendered):
 def run(build: Callable[[], Any], *, stack: str = "test") -> Recorded:
     """Run `build` (which creates resources) to completion under recording mocks, with applies run."""
     recorder = install_mocks(stack=stack)
-    _sync_await(run_pulumi_func(lambda: build() and None))
+    sync_await(run_pulumi_func(lambda: build() and None))
     return Recorded(registrations=list(recorder.registrations), outputs={})
 
 
 def resolve(output: Any) -> Any:
     """The value of an Output once a `run` has completed."""
-    return _sync_await(output.future())
+    return sync_await(output.future())

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from pulumi.runtime.sync_await import _sync_await
 
 from infra.components.serving_image import ServingImage, ServingImageArgs
 from infra.images import content_tag
+from infra.mock_runtime import sync_await
 from infra.render import REDACTED
 from tests.components.support import Recorded, resolve, run
 
@@ -96,7 +96,7 @@ def test_pods_run_the_image_by_digest(built: tuple[Recorded, ServingImage]) -> N
         "<known after deploy: img-repository.repositoryUrl>@<known after deploy: img-image.digest>"
     )
     assert resolve(image.repository_url) == "<known after deploy: img-repository.repositoryUrl>"
-    assert not _sync_await(image.image_ref.is_secret())
+    assert not sync_await(image.image_ref.is_secret())
 
 
 def test_a_prebuilt_image_creates_nothing() -> None:

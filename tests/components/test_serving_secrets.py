@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pulumi
-from pulumi.runtime.sync_await import _sync_await
 
 from infra.components.serving_secrets import ServingSecrets, ServingSecretsArgs
+from infra.mock_runtime import sync_await
 from infra.render import REDACTED
 from tests.components.support import run
 
@@ -33,10 +33,15 @@ def test_without_a_key_one_is_generated_and_stored_as_a_secret() -> None:
     assert secret["metadata"] == {
         "name": "s-api-key",
         "namespace": "ns",
-        "labels": secret["metadata"]["labels"],
+        "labels": {
+            "app.kubernetes.io/managed-by": "pulumi",
+            "app.kubernetes.io/part-of": "llm-serving",
+            "llm-serving/project": "llm-serving",
+            "llm-serving/stack": "test",
+        },
     }
     assert secret["stringData"] == {"api-key": REDACTED}
-    assert _sync_await(holder["s"].api_key.is_secret())
+    assert sync_await(holder["s"].api_key.is_secret())
 
 
 def test_a_given_key_and_token_are_used_and_never_generated() -> None:
@@ -54,6 +59,10 @@ def test_a_given_key_and_token_are_used_and_never_generated() -> None:
     assert not recorded.of_type("random:index/randomPassword:RandomPassword")
     token = recorded.inputs("kubernetes:core/v1:Secret", "s-hf-token-secret")
     assert token["stringData"] == {"token": REDACTED}
+    assert (
+        token["metadata"]["name"] == "s-hf-token"
+        and token["metadata"]["labels"]["llm-serving/stack"] == "test"
+    )
     raw = str([r.inputs for r in recorded.registrations])
     assert "sk-given" in raw  # the value reaches the Secret, wrapped as a secret on the wire...
     assert "sk-given" not in str([recorded.inputs(t, n) for t, n in recorded.names()])  # ...and never shown

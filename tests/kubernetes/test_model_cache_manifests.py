@@ -22,7 +22,7 @@ from infra.kubernetes.model_cache import (
     fill_job,
     serving_pod_patch,
 )
-from tests.conftest import shared_path
+from tests.vllm_real_parser import parse_with_vllm
 
 K8S_VERSIONS = ["1.31", "1.32", "1.33"]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -225,11 +225,12 @@ def test_compile_cache_is_keyed_by_shape_and_restored_before_start() -> None:
 
 
 def test_vllm_arguments_are_flags_vllm_0_33_knows() -> None:
-    flags_file = shared_path("vllm-0.33.0", "serve-flags.json")
-    known = {flag for entry in json.loads(flags_file.read_text()) for flag in entry[0]}
-    help_text = shared_path("vllm-0.33.0", "serve-help-all.txt").read_text()
-    assert '"runai_streamer"' in help_text
-    for overrides in SERVING_VARIANTS.values():
-        args = serving_pod_patch(_serving(**overrides)).model_args
-        used = [a for a in args if a.startswith("--")]
-        assert used and set(used) <= known, set(used) - known
+    cases = {
+        name: serving_pod_patch(_serving(**overrides)).model_args
+        for name, overrides in SERVING_VARIANTS.items()
+    }
+    parsed = parse_with_vllm(cases)
+    for name, result in parsed.items():
+        assert result["ok"], (name, result["error"])
+        assert result["values"]["load_format"] in {"auto", "runai_streamer"}
+    assert {result["values"]["load_format"] for result in parsed.values()} == {"auto", "runai_streamer"}

@@ -7,6 +7,7 @@ Run as a process (tests start it on 127.0.0.1 and stop it by PID):
 - GET  /api/models/{repo}/tree/{rev}?recursive=true -> file list with sizes and LFS sha256
 - HEAD/GET /{repo}/resolve/{rev}/{path}             -> X-Repo-Commit, ETag, Range support
 `rev` may be "main" or the commit. With --token, every request must carry `Authorization: Bearer T`.
+--fail-first N answers 503 to the first N file downloads (a flaky Hub); --log FILE appends "METHOD PATH" per request.
 The process exits by itself after --max-seconds, so a crashed test cannot leave it behind for long.
 """
 
@@ -91,8 +92,12 @@ def _sha256(path: Path) -> str:
         return _hashes[path]
 
 
-def make_handler(root: Path, repo: str, commit: str, token: str | None) -> type[BaseHTTPRequestHandler]:
+def make_handler(
+    root: Path, repo: str, commit: str, token: str | None, *, fail_first: int = 0, log: Path | None = None
+) -> type[BaseHTTPRequestHandler]:
     revisions = {"main", commit}
+    failures_left = [fail_first]
+    lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -121,6 +126,15 @@ def make_handler(root: Path, repo: str, commit: str, token: str | None) -> type[
             self.do_GET()
 
         def do_GET(self) -> None:
+            with lock:
+                if log is not None:
+                    with open(log, "a") as handle:
+                        handle.write(f"{self.command} {self.path}\n")
+                failing = failures_left[0] > 0 and self.path.startswith(f"/{repo}/resolve/")
+                failures_left[0] -= failing
+            if failing:
+                self._json(503, {"error": "Service Unavailable"})
+                return
             if not self._authorized():
                 return
             path = unquote(urlsplit(self.path).path)
@@ -179,10 +193,13 @@ def main() -> None:
     parser.add_argument("--commit", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--max-seconds", type=float, default=600)
+    parser.add_argument("--fail-first", type=int, default=0)
+    parser.add_argument("--log", type=Path)
     args = parser.parse_args()
     token = os.environ.get("FAKE_HUB_TOKEN")  # from the environment, like the real client's HF_TOKEN
     server = ThreadingHTTPServer(
-        ("127.0.0.1", args.port), make_handler(args.root, args.repo, args.commit, token)
+        ("127.0.0.1", args.port),
+        make_handler(args.root, args.repo, args.commit, token, fail_first=args.fail_first, log=args.log),
     )
     server.daemon_threads = True
     threading.Timer(args.max_seconds, server.shutdown).start()

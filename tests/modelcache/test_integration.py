@@ -437,7 +437,8 @@ def test_unreachable_hub_is_one_clear_line(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        f"error: HF_ENDPOINT: {REPO}@main: cannot reach the Hub at http://127.0.0.1:9 ([Errno 111] Connection refused)"
+        f"error: HF_ENDPOINT: {REPO}@main: cannot reach the Hugging Face Hub at http://127.0.0.1:9 "
+        "([Errno 111] Connection refused)"
     )
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from infra.errors import UserError
-from infra.modelcache.compile_cache import compile_cache_key, gpu_slug
 from infra.modelcache.layout import (
     CacheEntry,
     LocalLayout,
     S3Location,
+    compile_cache_key,
+    gpu_slug,
     local_manifest_path,
     local_model_dir,
     local_ref_path,

@@ -210,7 +210,30 @@ def test_hourly_cost_rejects_unknown_capacity_type(catalog: GpuCatalog, capacity
 def test_custom_gpu(gib: float, mib: int) -> None:
     gpu = custom_gpu(gib, name="my-gpu")
     assert (gpu.name, gpu.memory_mib, gpu.memory_bytes) == ("my-gpu", mib, mib * MIB)
-    assert not (gpu.bf16 or gpu.fp8 or gpu.is_a100)
+    assert not gpu.is_a100
+
+
+@pytest.mark.parametrize(
+    ("capability", "bf16", "fp8", "shown"),
+    [
+        (None, True, True, "8.9"),
+        (7.5, False, False, "7.5"),
+        (8.0, True, False, "8.0"),
+        (9.0, True, True, "9.0"),
+    ],
+)
+def test_custom_gpu_capabilities_follow_its_compute_capability(
+    capability: float | None, bf16: bool, fp8: bool, shown: str
+) -> None:
+    gpu = custom_gpu(80) if capability is None else custom_gpu(80, compute_capability=capability)
+    assert (gpu.bf16, gpu.fp8, gpu.compute_capability) == (bf16, fp8, shown)
+
+
+@pytest.mark.parametrize("capability", [0.0, 2.1, 89.0])
+def test_custom_gpu_rejects_what_is_not_a_compute_capability(capability: float) -> None:
+    with pytest.raises(UserError, match="not a CUDA compute capability") as raised:
+        custom_gpu(24, compute_capability=capability)
+    assert raised.value.key == "gpu_compute_capability"
 
 
 @pytest.mark.parametrize("gib", [0, -4, float("nan")])

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from infra.errors import UserError
+from infra.hub import hub_errors
 from infra.sizing.models import (
     Quantization,
     count_params,
@@ -187,6 +188,7 @@ def test_multimodal_config_reads_the_text_model() -> None:
         ({**LLAMA_8B, "num_hidden_layers": 0}, "'num_hidden_layers' must be a positive integer"),
         ({**LLAMA_8B, "num_key_value_heads": 5}, "not a multiple of num_key_value_heads 5"),
         ({**LLAMA_8B, "torch_dtype": "int3"}, "unknown torch_dtype 'int3'"),
+        ({**LLAMA_8B, "hidden_size": 4100}, "hidden_size 4100 is not divisible by num_attention_heads 32"),
     ],
 )
 def test_bad_config_names_the_problem(config: dict, message: str) -> None:
@@ -221,6 +223,58 @@ def test_unknown_model_offline_says_what_would_work(monkeypatch: pytest.MonkeyPa
 def test_unknown_model_without_org_is_refused() -> None:
     with pytest.raises(UserError, match="not a Hugging Face repo id"):
         load_model("llama-3-8b-please")
+
+
+def test_head_dim_in_the_config_wins_over_hidden_size_by_heads() -> None:
+    assert parse_config({**LLAMA_8B, "hidden_size": 4100, "head_dim": 128}, "m").head_dim == 128
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("../../etc/passwd", "no such model directory, and not in the built-in catalog"),
+        ("./models/qwen", "no such model directory"),
+        ("org/name/extra", "no such model directory"),
+        ("a--b/c", "not a Hugging Face repo id"),
+        ("qwen3-8b", "Did you mean Qwen/Qwen3-8B"),
+    ],
+)
+def test_what_is_neither_a_folder_nor_a_repo_id_never_reaches_the_hub(ref: str, message: str) -> None:
+    with pytest.raises(UserError, match=message) as error:
+        load_model(ref)
+    assert error.value.key == "model"
+
+
+def test_a_file_is_not_a_model_directory(tmp_path: Path) -> None:
+    (tmp_path / "passwd").write_text("root:x:0:0")
+    with pytest.raises(UserError, match=r"is a file, not a model directory.*--config") as error:
+        load_model(str(tmp_path / "passwd"))
+    assert error.value.key == "model"
+
+
+def test_an_unknown_model_offline_gets_the_nearest_catalog_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="did you mean Qwen/Qwen3-8B"):
+        load_model("Qwen/Qwen3-8Bx")
+
+
+@pytest.mark.parametrize(("endpoint", "key"), [(None, None), ("http://127.0.0.1:9", "HF_ENDPOINT")])
+def test_an_unreachable_hub_names_hf_endpoint_only_when_the_user_set_it(
+    monkeypatch: pytest.MonkeyPatch, endpoint: str | None, key: str | None
+) -> None:
+    import httpx2
+
+    if endpoint is None:
+        monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    else:
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    expected = r"cannot reach the Hugging Face Hub.*; did you mean X\?"
+    with (
+        pytest.raises(UserError, match=expected) as error,
+        hub_errors("org/x", "main", did_you_mean="did you mean X?"),
+    ):
+        raise httpx2.ConnectError("Name or service not known")
+    assert error.value.key == key
 
 
 def test_catalog_lookup_is_case_insensitive() -> None:

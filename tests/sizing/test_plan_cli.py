@@ -5,15 +5,24 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_infra
+from tests.conftest import REPO_ROOT
 
 
-def run_plan(*args: str) -> subprocess.CompletedProcess[str]:
-    return run_infra("plan", *args, env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"})
+def run_plan(*args: str, columns: str = "200") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": columns}
+    return subprocess.run(
+        [sys.executable, "-m", "infra", "plan", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_json_plan_for_llama_70b_at_32k() -> None:
@@ -30,6 +39,18 @@ def test_table_output_names_the_instance_and_cost() -> None:
     result = run_plan("Qwen/Qwen3-8B", "--max-model-len", "8192", "--gpu", "L4")
     assert result.returncode == 0, result.stderr
     assert "g6." in result.stdout and "$" in result.stdout and "KV cache" in result.stdout
+
+
+@pytest.mark.parametrize("columns", ["80", "60"])
+def test_tables_never_cut_instance_names(columns: str) -> None:
+    args = ("meta-llama/Llama-3.1-70B-Instruct", "--max-model-len", "32K", "--replicas", "2")
+    result = run_plan(*args, columns=columns)
+    plan = json.loads(run_plan(*args, "--json").stdout)
+    assert result.returncode == 0, result.stderr
+    assert "…" not in result.stdout
+    names = [plan["instance_type"]] + [alt["instance_type"] for alt in plan["alternatives"]]
+    assert len(names) > 3 and all(name in result.stdout for name in names)
+    assert "for 2 replica(s)" in result.stdout and "us-east-1 list prices" in result.stdout
 
 
 def test_config_file_and_repeated_gpu_options(tmp_path: Path) -> None:
@@ -57,10 +78,27 @@ def test_config_file_and_repeated_gpu_options(tmp_path: Path) -> None:
     [
         (("meta-llama/Llama-3.1-405B-Instruct", "--gpu", "L4", "--max-model-len", "128K"), "does not fit"),
         (("nobody/nothing",), "not in the built-in catalog"),
+        (("../../etc/passwd",), "not a Hugging Face repo id"),
         (("Qwen/Qwen3-8B", "--gpu-memory-gib", "24", "--gpu", "L4"), "--gpu-memory-gib"),
         (("Qwen/Qwen3-8B", "--max-model-len", "lots"), "--max-model-len"),
+        (
+            ("Qwen/Qwen3-8B", "--gpu-memory-utilization", "0"),
+            "gpu_memory_utilization: must be in (0, 1], got 0",
+        ),
         (("Qwen/Qwen3-8B", "--capacity-type", "reserved"), "--capacity-type"),
         (("Qwen/Qwen3-8B", "--dtype", "int4"), "dtype"),
+        (
+            (
+                "Qwen/Qwen3-8B",
+                "--gpu-memory-gib",
+                "80",
+                "--gpu-compute-capability",
+                "7.5",
+                "--dtype",
+                "bfloat16",
+            ),
+            "custom has no bfloat16 support (compute capability 7.5)",
+        ),
         (("Qwen/Qwen3-8B", "--tensor-parallel-size", "3"), "tensor_parallel_size"),
         (("Qwen/Qwen3-8B", "--gpu", "Voodoo5"), "unknown GPU"),
         (("Qwen/Qwen3-8B", "--config", "/nonexistent/config.json"), "does not exist"),

@@ -95,6 +95,46 @@ def test_spot_is_cheaper_and_says_so() -> None:
     assert any("spot" in note for note in spot.notes)
 
 
+@pytest.mark.parametrize(("replicas", "nodes"), [(1, 1), (2, 1), (3, 2)])
+def test_replicas_pay_for_whole_nodes(replicas: int, nodes: int) -> None:
+    # Qwen3-14B in fp8 needs two L4s; a g6.12xlarge (4 x L4) holds two replicas.
+    catalog = load_catalog()
+    workload = Workload(quantization="fp8", replicas=replicas)
+    plan = plan_serving(load_model("Qwen/Qwen3-14B"), workload, Constraints(gpus=("L4",)), catalog)
+    node = catalog.by_name(plan.instance_type).hourly_cost("on-demand")
+    assert (plan.instance_type, plan.tensor_parallel_size, plan.priced_for_replicas) == (
+        "g6.12xlarge",
+        2,
+        replicas,
+    )
+    assert node is not None and plan.nodes_for_replicas == nodes
+    assert plan.stack_cost_per_hour_usd == pytest.approx(node * nodes)
+    assert plan.cost_per_hour_usd == pytest.approx(node / 2)  # the per-replica figure stays available
+    if replicas == 1:
+        assert any(f"1 replica(s) pay 1 whole node(s) (${node:.2f}/h)" in note for note in plan.notes)
+
+
+@pytest.mark.parametrize("replicas", [1, 2, 5])
+def test_plans_are_ranked_by_what_the_replicas_cost(replicas: int) -> None:
+    workload = Workload(quantization="fp8", replicas=replicas)
+    plan = plan_serving(load_model("Qwen/Qwen3-14B"), workload, Constraints())
+    costs = [plan.stack_cost_per_hour_usd] + [alt.stack_cost_per_hour_usd for alt in plan.alternatives]
+    assert None not in costs and costs == sorted(costs), costs  # type: ignore[type-var]
+    for alt in plan.alternatives:  # never a half node for a lone replica
+        assert alt.cost_per_hour_usd is not None and alt.stack_cost_per_hour_usd is not None
+        assert alt.stack_cost_per_hour_usd >= alt.cost_per_hour_usd * replicas - 1e-6
+
+
+def test_prices_say_where_they_come_from() -> None:
+    model = load_model("Qwen/Qwen3-8B")
+    plan = plan_serving(model, Workload(), Constraints(region="eu-west-1", capacity_type="spot"))
+    assert (plan.price_region, plan.prices_read_on) == ("us-east-1", load_catalog().prices_read_on)
+    assert any("us-east-1 list prices" in note and "--region eu-west-1" in note for note in plan.notes)
+    assert any("on-demand x 0.6" in note for note in plan.notes)
+    here = plan_serving(model, Workload(), Constraints(region="us-east-1"))
+    assert not any("list prices" in note for note in here.notes)
+
+
 def test_a_model_too_big_for_one_node_gets_pipeline_stages() -> None:
     model = load_model("meta-llama/Llama-3.1-405B-Instruct")
     plan = plan_serving(model, Workload(max_model_len=8192), Constraints(gpus=("A100-80GB",)))
@@ -130,7 +170,9 @@ def test_quantization_is_suggested_when_it_would_fit() -> None:
     [
         (Workload(max_model_len=10**7), Constraints(), "max_model_len"),
         (Workload(concurrency=0), Constraints(), "concurrency"),
+        (Workload(replicas=0), Constraints(), "replicas"),
         (Workload(gpu_memory_utilization=1.5), Constraints(), "gpu_memory_utilization"),
+        (Workload(gpu_memory_utilization=0), Constraints(), "gpu_memory_utilization"),
         (Workload(), Constraints(tensor_parallel_size=3), "tensor_parallel_size"),
         (Workload(), Constraints(gpus=("Voodoo5",)), "gpus"),
         (Workload(), Constraints(instance_types=("g5.huge",)), "instance_types"),
@@ -142,6 +184,33 @@ def test_bad_input_names_the_key(workload: Workload, constraints: Constraints, k
     with pytest.raises(UserError) as error:
         plan_serving(load_model("Qwen/Qwen3-8B"), workload, constraints)
     assert error.value.key == key
+
+
+def test_a_custom_gpu_serves_bf16_unless_its_compute_capability_says_otherwise() -> None:
+    model = load_model("Qwen/Qwen3-8B")  # a bfloat16 checkpoint
+    workload = Workload(max_model_len=8192, dtype="bfloat16")
+    assert plan_serving(model, workload, Constraints(gpu_memory_gib=80)).dtype == "bfloat16"
+    assert (
+        plan_serving(model, Workload(max_model_len=8192), Constraints(gpu_memory_gib=80)).dtype == "bfloat16"
+    )
+    turing = Constraints(gpu_memory_gib=80, gpu_compute_capability=7.5)
+    with pytest.raises(UserError, match="no bfloat16 support") as error:
+        plan_serving(model, workload, turing)
+    assert error.value.key == "dtype"
+
+
+def test_a_zero_compute_capability_is_refused_not_defaulted() -> None:
+    with pytest.raises(UserError) as error:
+        plan_serving(
+            load_model("Qwen/Qwen3-8B"), Workload(), Constraints(gpu_memory_gib=80, gpu_compute_capability=0)
+        )
+    assert error.value.key == "gpu_compute_capability"
+
+
+def test_a_compute_capability_needs_a_custom_gpu() -> None:
+    with pytest.raises(UserError, match="gpu_memory_gib") as error:
+        plan_serving(load_model("Qwen/Qwen3-8B"), Workload(), Constraints(gpu_compute_capability=9.0))
+    assert error.value.key == "gpu_compute_capability"
 
 
 def test_custom_gpu_has_no_price_but_plans() -> None:
