@@ -239,7 +239,10 @@ def test_head_dim_in_the_config_wins_over_hidden_size_by_heads() -> None:
         ("qwen3-8b", "Did you mean Qwen/Qwen3-8B"),
     ],
 )
-def test_what_is_neither_a_folder_nor_a_repo_id_never_reaches_the_hub(ref: str, message: str) -> None:
+def test_what_is_neither_a_folder_nor_a_repo_id_never_reaches_the_hub(
+    ref: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # relative paths resolve to nothing, wherever the repository lives
     with pytest.raises(UserError, match=message) as error:
         load_model(ref)
     assert error.value.key == "model"

@@ -78,7 +78,8 @@ def test_config_file_and_repeated_gpu_options(tmp_path: Path) -> None:
     [
         (("meta-llama/Llama-3.1-405B-Instruct", "--gpu", "L4", "--max-model-len", "128K"), "does not fit"),
         (("nobody/nothing",), "not in the built-in catalog"),
-        (("../../etc/passwd",), "not a Hugging Face repo id"),
+        (("/etc/passwd",), "is a file, not a model directory"),
+        (("../../no/such/../../passwd-dir/x",), "no such model directory"),
         (("Qwen/Qwen3-8B", "--gpu-memory-gib", "24", "--gpu", "L4"), "--gpu-memory-gib"),
         (("Qwen/Qwen3-8B", "--max-model-len", "lots"), "--max-model-len"),
         (
