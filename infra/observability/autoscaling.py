@@ -36,19 +36,20 @@ class ScalingThresholds:
 
 @dataclass(frozen=True)
 class Trigger:
-    """One KEDA prometheus trigger. `metric_type` AverageValue divides the query by the replica count
-    (queue per replica); Value compares the query as is (a usage already averaged over pods)."""
+    """One KEDA prometheus trigger. Every query is a sum over the revision's pods and the metric type is
+    AverageValue, so the HPA asks for ceil(sum / threshold) replicas: queue per replica, KV-cache usage per
+    replica, GPU utilization per replica. (KEDA's fallback, which keeps replicas when a query fails, is
+    only allowed on AverageValue triggers.)"""
 
     name: str
     query: str
     threshold: float
-    metric_type: str
 
     def keda(self, server_address: str, *, ignore_null_values: bool) -> dict[str, object]:
         return {
             "type": "prometheus",
             "name": self.name,
-            "metricType": self.metric_type,
+            "metricType": "AverageValue",
             "metadata": {
                 "serverAddress": server_address,
                 "query": self.query,
@@ -69,16 +70,11 @@ def trigger_queries(
     t = thresholds or ScalingThresholds()
     selector = f'{{namespace="{namespace}", {r.REVISION_LABEL}="{revision}"}}'
     triggers = [
-        Trigger("vllm-waiting", f"sum({r.WAITING}{selector})", t.waiting_per_replica, "AverageValue"),
-        Trigger("vllm-kv-cache", f"avg({r.KV_CACHE_USAGE_AVG}{selector})", t.kv_cache_usage, "Value"),
+        Trigger("vllm-waiting", f"sum({r.WAITING}{selector})", t.waiting_per_replica),
+        Trigger("vllm-kv-cache", f"sum({r.KV_CACHE_USAGE_SUM}{selector})", t.kv_cache_usage),
     ]
     if t.gpu_utilization:
-        triggers.append(
-            Trigger(
-                "gpu-utilization",
-                f'avg(DCGM_FI_DEV_GPU_UTIL{{namespace="{namespace}", pod=~"{pod_regex}"}})',
-                t.gpu_utilization_percent,
-                "Value",
-            )
-        )
+        # A replica's utilization is the mean over its GPUs (tensor parallel ranks), summed over replicas.
+        gpus = f'DCGM_FI_DEV_GPU_UTIL{{namespace="{namespace}", pod=~"{pod_regex}"}}'
+        triggers.append(Trigger("gpu-utilization", f"sum(avg by (pod) ({gpus}))", t.gpu_utilization_percent))
     return tuple(triggers)

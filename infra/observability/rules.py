@@ -74,8 +74,8 @@ LATENCY_HISTOGRAMS: dict[str, Histogram] = {
 
 RUNNING = "revision:vllm_num_requests_running:sum"
 WAITING = "revision:vllm_num_requests_waiting:sum"
-KV_CACHE_USAGE_AVG = "revision:vllm_kv_cache_usage:avg"
 KV_CACHE_USAGE_MAX = "revision:vllm_kv_cache_usage:max"
+KV_CACHE_USAGE_SUM = "revision:vllm_kv_cache_usage:sum"
 PROMPT_TOKENS_RATE = f"revision:vllm_prompt_tokens:rate{RATE_WINDOW}"
 GENERATION_TOKENS_RATE = f"revision:vllm_generation_tokens:rate{RATE_WINDOW}"
 REQUESTS_RATE = f"revision:vllm_requests:rate{RATE_WINDOW}"
@@ -98,8 +98,8 @@ def recording_rules() -> tuple[RecordingRule, ...]:
     rules = [
         RecordingRule(RUNNING, f"sum by ({BY_REVISION}) ({m.num_requests_running.name})"),
         RecordingRule(WAITING, f"sum by ({BY_REVISION}) ({m.num_requests_waiting.name})"),
-        RecordingRule(KV_CACHE_USAGE_AVG, f"avg by ({BY_REVISION}) ({m.kv_cache_usage_perc.name})"),
         RecordingRule(KV_CACHE_USAGE_MAX, f"max by ({BY_REVISION}) ({m.kv_cache_usage_perc.name})"),
+        RecordingRule(KV_CACHE_USAGE_SUM, f"sum by ({BY_REVISION}) ({m.kv_cache_usage_perc.name})"),
         RecordingRule(PROMPT_TOKENS_RATE, f"sum by ({BY_REVISION}) ({_rate(m.prompt_tokens.total)})"),
         RecordingRule(GENERATION_TOKENS_RATE, f"sum by ({BY_REVISION}) ({_rate(m.generation_tokens.total)})"),
         RecordingRule(REQUESTS_RATE, f"sum by ({BY_REVISION}) ({_rate(m.request_success.total)})"),
