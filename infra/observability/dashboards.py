@@ -414,13 +414,16 @@ def capacity_dashboard(
 def all_dashboards(
     plans: Sequence[CapacityPlan], datasource_uid: str = DEFAULT_DATASOURCE_UID
 ) -> dict[str, dict[str, object]]:
-    """Every dashboard by file name (the ConfigMap key Grafana's sidecar writes to disk)."""
-    return {
+    """Every dashboard by file name (the ConfigMap key Grafana's sidecar writes to disk). The capacity one
+    needs a plan; the others are useful before any model is served."""
+    boards = {
         "vllm-serving.json": serving_dashboard(datasource_uid),
         "gpu.json": gpu_dashboard(datasource_uid),
         "vllm-cold-start.json": cold_start_dashboard(datasource_uid),
-        "vllm-capacity.json": capacity_dashboard(plans, datasource_uid),
     }
+    if plans:
+        boards["vllm-capacity.json"] = capacity_dashboard(plans, datasource_uid)
+    return boards
 
 
 def panel_expressions(model: dict[str, object]) -> Iterator[tuple[str, str]]:

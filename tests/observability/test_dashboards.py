@@ -168,3 +168,7 @@ def test_the_round_trip_would_catch_an_unknown_panel_field() -> None:
     model = dashboards.gpu_dashboard()
     model["panels"][0]["legendd"] = {}  # type: ignore[index]
     assert json.loads(json.dumps(grafana_model.Dashboard.from_json(model), cls=JSONEncoder)) != model
+
+
+def test_without_a_plan_there_is_no_capacity_dashboard() -> None:
+    assert sorted(dashboards.all_dashboards([])) == ["gpu.json", "vllm-cold-start.json", "vllm-serving.json"]
