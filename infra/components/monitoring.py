@@ -48,6 +48,11 @@ class MonitoredRevision:
     metrics_port: str = "http"  # the container port name serving /metrics
     # For minReplicas 0: KEDA triggers that exist while no pod runs (vLLM's metrics vanish with the last pod).
     wake_triggers: tuple[Mapping[str, Any], ...] = ()
+    pool: manifests.PoolShape | None = None  # when given, maxReplicas must fit it
+
+    def __post_init__(self) -> None:
+        if self.pool is not None:
+            manifests.check_pool_capacity(self.autoscaling, self.pool)
 
 
 @dataclass(frozen=True)

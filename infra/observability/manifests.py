@@ -117,6 +117,32 @@ class Autoscaling:
             )
 
 
+@dataclass(frozen=True)
+class PoolShape:
+    """The GPU pool a revision runs on (GpuNodePoolArgs) and the replica's share of it (the plan)."""
+
+    max_nodes: int
+    gpus_per_node: int
+    gpus_per_replica: int
+    nodes_per_replica: int
+
+    def replicas(self) -> int:
+        if self.nodes_per_replica > 1:
+            return self.max_nodes // self.nodes_per_replica
+        return self.max_nodes * max(1, self.gpus_per_node // self.gpus_per_replica)
+
+
+def check_pool_capacity(autoscaling: Autoscaling, pool: PoolShape) -> None:
+    """Refuse a maxReplicas the GPU pool cannot schedule: the extra replicas would sit Pending, and KEDA would
+    keep asking for them while the queue grows."""
+    if autoscaling.max_replicas > pool.replicas():
+        raise UserError(
+            f"{autoscaling.max_replicas} replicas need more than the GPU pool's {pool.max_nodes} node(s), which "
+            f"fit {pool.replicas()}; lower it or size the pool for it",
+            key="autoscaling.maxReplicas",
+        )
+
+
 def hpa_behavior(cold_start_seconds: int) -> dict[str, Any]:
     """Scaling that respects a cold start measured in minutes.
 

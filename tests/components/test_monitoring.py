@@ -149,3 +149,21 @@ def test_dashboards_reach_grafanas_sidecar(recorded: Recorded) -> None:
 def test_a_repeated_revision_is_refused_by_name() -> None:
     with pytest.raises(UserError, match=r"^revisions: each revision may appear once; repeated: a$"):
         MonitoringArgs(revisions=[revision("a"), revision("a")])
+
+
+def test_max_replicas_beyond_the_gpu_pool_is_refused_by_name() -> None:
+    with pytest.raises(
+        UserError, match=r"^autoscaling\.maxReplicas: 3 replicas need more than the GPU pool's 1"
+    ):
+        revision(
+            "a",
+            1,
+            3,
+            pool=manifests.PoolShape(max_nodes=1, gpus_per_node=1, gpus_per_replica=1, nodes_per_replica=1),
+        )
+    revision(
+        "a",
+        1,
+        3,
+        pool=manifests.PoolShape(max_nodes=3, gpus_per_node=1, gpus_per_replica=1, nodes_per_replica=1),
+    )

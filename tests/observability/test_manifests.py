@@ -10,6 +10,7 @@ import kubernetes_validate
 import pytest
 
 from infra.errors import UserError
+from infra.kubernetes import nodepools
 from infra.observability import autoscaling, dashboards, manifests, rules
 from tests.kubernetes.crd_schemas import validate_custom_resource
 
@@ -156,3 +157,41 @@ def test_gpu_trigger_is_optional_and_per_replica() -> None:
     )
     assert gpu[-1].query == 'sum(avg by (pod) (DCGM_FI_DEV_GPU_UTIL{namespace="llm", pod=~"vllm-r1-.*"}))'
     assert gpu[-1].threshold == 60
+
+
+@pytest.mark.parametrize(
+    ("max_replicas", "gpus_per_replica", "nodes_per_replica", "fits"),
+    [
+        (4, 1, 1, True),  # 8-GPU nodes, one GPU per replica: 8 per node
+        (4, 4, 1, True),  # two TP=4 replicas per node, two nodes
+        (5, 4, 1, False),
+        (1, 8, 2, True),  # a replica spanning two nodes
+        (2, 8, 2, False),
+    ],
+)
+def test_max_replicas_must_fit_the_gpu_pool(max_replicas, gpus_per_replica, nodes_per_replica, fits) -> None:
+    """The pool is sized by infra.kubernetes.nodepools.max_nodes for its own max replicas; KEDA's max must fit."""
+    pool = manifests.PoolShape(2, 8, gpus_per_replica, nodes_per_replica)
+    autoscaling_ = manifests.Autoscaling(1, max_replicas)
+    if fits:
+        manifests.check_pool_capacity(autoscaling_, pool)
+    else:
+        with pytest.raises(UserError, match=r"^autoscaling\.maxReplicas: .* GPU pool's 2 node\(s\)"):
+            manifests.check_pool_capacity(autoscaling_, pool)
+
+
+@pytest.mark.parametrize("max_replicas", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize(
+    ("gpus_per_node", "gpus_per_replica", "nodes_per_replica"), [(1, 1, 1), (8, 4, 1), (8, 8, 2), (4, 1, 1)]
+)
+def test_a_pool_sized_by_nodepools_always_fits_its_max(
+    max_replicas, gpus_per_node, gpus_per_replica, nodes_per_replica
+) -> None:
+    max_nodes = nodepools.max_nodes(
+        gpus_per_node=gpus_per_node,
+        gpus_per_replica=gpus_per_replica,
+        nodes_per_replica=nodes_per_replica,
+        max_replicas=max_replicas,
+    )
+    pool = manifests.PoolShape(max_nodes, gpus_per_node, gpus_per_replica, nodes_per_replica)
+    manifests.check_pool_capacity(manifests.Autoscaling(0, max_replicas), pool)
