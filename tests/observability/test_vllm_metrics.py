@@ -1,5 +1,6 @@
 """infra/vllm/metrics.py against vLLM's own metric table: every name we read exists in the pinned version
-and is always exposed, and no removed name is referenced anywhere in infra/ or images/."""
+and is always exposed, and no removed name is referenced anywhere in infra/ or images/. (It lives here, not in
+tests/vllm/, because such a package would shadow the real vllm for tests/vllm_parser_check.py.)"""
 
 from __future__ import annotations
 
