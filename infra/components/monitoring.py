@@ -27,7 +27,7 @@ from infra.versions import (
     KUBE_PROMETHEUS_STACK_VERSION,
 )
 
-# Fixed Helm release names, so the chart's Service names (and the URLs below) are known in advance.
+# Releases take their chart's name, so the chart's Service names (and the URLs below) are known in advance.
 STACK_RELEASE = "kube-prometheus-stack"
 GRAFANA_SERVICE = f"{STACK_RELEASE}-grafana"
 PROMETHEUS_SERVICE = f"{STACK_RELEASE}-prometheus"
@@ -109,40 +109,31 @@ class Monitoring(pulumi.ComponentResource):
             },
             opts=in_namespace,
         )
-        stack = k8s.helm.v3.Release(
+        stack = _release(
             f"{name}-stack",
-            name=STACK_RELEASE,
-            chart="kube-prometheus-stack",
-            version=KUBE_PROMETHEUS_STACK_VERSION,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=KUBE_PROMETHEUS_STACK_REPO),
-            namespace=args.namespace,
-            values=charts.kube_prometheus_stack_values(
-                args.storage, grafana_admin_secret=GRAFANA_ADMIN_SECRET
-            ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, admin_secret]),
+            "kube-prometheus-stack",
+            (KUBE_PROMETHEUS_STACK_VERSION, KUBE_PROMETHEUS_STACK_REPO),
+            args.namespace,
+            charts.kube_prometheus_stack_values(args.storage, grafana_admin_secret=GRAFANA_ADMIN_SECRET),
+            pulumi.ResourceOptions(parent=self, depends_on=[namespace, admin_secret]),
         )
         # The stack brings the monitoring CRDs (ServiceMonitor, PodMonitor, PrometheusRule).
         after_stack = pulumi.ResourceOptions(parent=self, depends_on=[stack])
-        k8s.helm.v3.Release(
+        _release(
             f"{name}-dcgm-exporter",
-            name="dcgm-exporter",
-            chart="dcgm-exporter",
-            version=DCGM_EXPORTER_VERSION,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=DCGM_EXPORTER_REPO),
-            namespace=args.namespace,
-            values=charts.dcgm_exporter_values(scrape_interval=args.storage.scrape_interval),
-            opts=after_stack,
+            "dcgm-exporter",
+            (DCGM_EXPORTER_VERSION, DCGM_EXPORTER_REPO),
+            args.namespace,
+            charts.dcgm_exporter_values(scrape_interval=args.storage.scrape_interval),
+            after_stack,
         )
-        keda = k8s.helm.v3.Release(
+        keda = _release(
             f"{name}-keda",
-            name="keda",
-            chart="keda",
-            version=KEDA_VERSION,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=KEDA_REPO),
-            namespace=args.keda_namespace,
-            create_namespace=True,
-            values=charts.keda_values(),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+            "keda",
+            (KEDA_VERSION, KEDA_REPO),
+            args.keda_namespace,
+            charts.keda_values(),
+            pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
         )
 
         boards = dashboards.all_dashboards([revision.plan for revision in args.revisions])
@@ -221,3 +212,27 @@ class Monitoring(pulumi.ComponentResource):
             spec=manifest["spec"],
             opts=child_opts,
         )
+
+
+def _release(
+    resource_name: str,
+    chart: str,
+    pin: tuple[str, str],
+    namespace: str,
+    values: Mapping[str, Any],
+    child_opts: pulumi.ResourceOptions,
+) -> k8s.helm.v3.Release:
+    """A chart at its pinned (version, repository), released under the chart's own name so its Service names
+    are known in advance."""
+    version, repository = pin
+    return k8s.helm.v3.Release(
+        resource_name,
+        name=chart,
+        chart=chart,
+        version=version,
+        repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=repository),
+        namespace=namespace,
+        create_namespace=True,
+        values=dict(values),
+        opts=child_opts,
+    )
