@@ -43,8 +43,9 @@ STAND_IN = textwrap.dedent(
             sys.exit(int(os.environ.get(name + "_EXIT_ON_TERM", "0")))
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(s, on_signal)
-    with open(out + ".args", "w") as f:
+    with open(out + ".args.tmp", "w") as f:  # renamed into place: the test never reads a half-written file
         f.write("\\n".join(sys.argv[1:]))
+    os.rename(out + ".args.tmp", out + ".args")
     deadline = time.monotonic() + float(os.environ.get(name + "_EXIT_AFTER", "30"))
     while time.monotonic() < deadline:
         time.sleep(0.05)
