@@ -18,3 +18,17 @@ AWS_LOAD_BALANCER_CONTROLLER_REPO = "https://aws.github.io/eks-charts"
 # Multi-node replicas (infra/components/vllm_service.py) run as LeaderWorkerSets.
 LWS_VERSION = "0.10.0"
 LWS_CHART = "oci://registry.k8s.io/lws/charts/lws"
+
+# Prometheus bundled into the single-container image (images/standalone/Dockerfile repeats these as ARG
+# defaults; a test keeps them equal). The sha256 is the release's sha256sums.txt entry for linux-amd64.
+STANDALONE_PROMETHEUS_VERSION = "3.15.0"
+STANDALONE_PROMETHEUS_SHA256 = "2a542df32eac02ee17b9d844fb2aa1de00dafa5476579ba8a3ba862e9d572ea0"
+
+# Monitoring and autoscaling charts (infra/observability/charts.py); their default values are in
+# ../shared/k8s-schemas/charts/, which tests check our values keys against.
+KUBE_PROMETHEUS_STACK_VERSION = "88.5.3"
+KUBE_PROMETHEUS_STACK_REPO = "https://prometheus-community.github.io/helm-charts"
+DCGM_EXPORTER_VERSION = "4.8.2"
+DCGM_EXPORTER_REPO = "https://nvidia.github.io/dcgm-exporter/helm-charts"
+KEDA_VERSION = "2.20.2"
+KEDA_REPO = "https://kedacore.github.io/charts"

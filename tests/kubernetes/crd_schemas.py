@@ -7,6 +7,7 @@ lists its properties rejects others (like `kubectl --validate=strict`), so a mis
 from __future__ import annotations
 
 import copy
+import re
 from functools import cache
 from typing import Any
 
@@ -29,9 +30,18 @@ CRD_FILES = {
 }
 
 
+def _python_pattern(pattern: str) -> str:
+    """Go's RE2 takes inline flags anywhere (PrometheusRule: `^(?i)(abort|warn)?$`); Python wants them first."""
+    inline = re.compile(r"\(\?([a-z]+)\)")
+    flags = "".join(inline.findall(pattern))
+    return f"(?{flags})" + inline.sub("", pattern) if flags else pattern
+
+
 def _strict(schema: Any) -> Any:
     if isinstance(schema, dict):
         schema = {key: _strict(value) for key, value in schema.items()}
+        if isinstance(schema.get("pattern"), str):
+            schema["pattern"] = _python_pattern(schema["pattern"])
         if (
             schema.get("type") == "object"
             and "properties" in schema

@@ -1,0 +1,1 @@
+"""Monitoring as data: recording and alert rules, KEDA trigger queries and Grafana dashboards (pure, no Pulumi)."""

@@ -1,0 +1,112 @@
+"""Shared by the monitoring tests: vLLM's metrics.tsv read as data, metric names pulled out of PromQL, and
+the Debian Prometheus tools (skipping with the install command when they are missing)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from infra.versions import VLLM_VERSION
+from tests.conftest import shared_path
+
+APT_INSTALL = "apt-get update && apt-get install -y prometheus"
+_NAME = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:]*$")
+_SERIES_SUFFIXES = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "summary": ("_sum", "_count"),
+}
+
+
+@dataclass(frozen=True)
+class TsvMetric:
+    name: str
+    type: str
+    condition: str
+
+    @property
+    def series(self) -> tuple[str, ...]:
+        suffixes = _SERIES_SUFFIXES.get(self.type, ("",))
+        # The table names counters by family (`x`); a few HTTP counters are already listed as `x_total`.
+        if self.type == "counter" and self.name.endswith("_total"):
+            return (self.name,)
+        return tuple(self.name + suffix for suffix in suffixes)
+
+
+@dataclass(frozen=True)
+class VllmTsv:
+    current: dict[str, TsvMetric]
+    removed: frozenset[str]
+
+    def series(self) -> dict[str, TsvMetric]:
+        """Every exposed series name of a current metric (x_total, x_bucket, ...) -> its metric."""
+        return {series: metric for metric in self.current.values() for series in metric.series}
+
+
+def read_vllm_tsv(version: str = VLLM_VERSION) -> VllmTsv:
+    path = shared_path(f"vllm-{version}", "metrics.tsv")
+    current: dict[str, TsvMetric] = {}
+    removed: set[str] = set()
+    for line in path.read_text().splitlines():
+        if line.startswith("#") or line.startswith("name\t"):
+            continue
+        fields = line.split("\t")
+        name, kind, status = fields[0], fields[1], fields[-1]
+        if status.startswith("REMOVED"):
+            removed.update(part.strip() for part in name.split(" / "))
+        elif _NAME.match(name) and kind in ("gauge", "counter", "histogram", "summary"):
+            current[name] = TsvMetric(name, kind, fields[3])
+    return VllmTsv(current, frozenset(removed))
+
+
+_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric (or recorded series) names a PromQL expression reads: identifiers that are not functions,
+    keywords, label names or numbers. Strings, label matchers and range selectors are removed first."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"'(?:[^'\\]|\\.)*'", "''", text)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set()
+    for match in re.finditer(r"(?<![A-Za-z0-9_.:$])[A-Za-z_:][A-Za-z0-9_:]*", text):
+        if text[match.end() :].lstrip().startswith("(") or match.group(0) in _KEYWORDS:
+            continue
+        names.add(match.group(0))
+    return names
+
+
+def leaf_metric_names(expr: str, recorded: dict[str, str]) -> set[str]:
+    """metric_names with recorded series replaced, recursively, by what their rules read."""
+    leaves: set[str] = set()
+    for name in metric_names(expr):
+        if name in recorded:
+            leaves |= leaf_metric_names(recorded[name], recorded)
+        else:
+            leaves.add(name)
+    return leaves
+
+
+def prometheus_tool(name: str) -> Path:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed ({APT_INSTALL})")
+    return Path(path)
