@@ -108,22 +108,6 @@ def model_cache_write_policy(bucket_arn: str) -> Document:
     }
 
 
-def compile_cache_upload_policy(bucket_arn: str) -> Document:
-    """What a serving pod adds to read access so the first pod of a shape can upload vLLM's torch.compile
-    cache: writes under `compile-cache/` only (infra/modelcache/compile_cache.py), never the models."""
-    return {
-        "Version": VERSION,
-        "Statement": [
-            {
-                "Sid": "UploadCompileCache",
-                "Effect": "Allow",
-                "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
-                "Resource": f"{bucket_arn}/compile-cache/*",
-            }
-        ],
-    }
-
-
 def ecr_keep_last_images_policy(count: int) -> Document:
     """An ECR lifecycle policy keeping the newest `count` images of a repository, tagged or not."""
     if count < 1:

@@ -110,13 +110,6 @@ def test_interruption_events_cover_spot_warnings() -> None:
     assert allow["Action"] == "sqs:SendMessage" and deny["Effect"] == "Deny"
 
 
-def test_compile_cache_uploads_touch_only_the_compile_cache_prefix() -> None:
-    arn = "arn:aws:s3:::cache"
-    (statement,) = statements(aws_policies.compile_cache_upload_policy(arn))
-    assert statement["Resource"] == f"{arn}/compile-cache/*"
-    assert set(statement["Action"]) == {"s3:PutObject", "s3:AbortMultipartUpload"}
-
-
 def test_ecr_lifecycle_keeps_the_newest_images() -> None:
     policy = aws_policies.ecr_keep_last_images_policy(5)
     json.dumps(policy)

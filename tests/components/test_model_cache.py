@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from infra.components.model_cache import ModelCache, ModelCacheArgs
+from infra.render import redact
 from tests.components.support import Recorded, resolve, run
 
 TAGS = {"project": "llm-serving", "stack": "test", "team": "ml"}
@@ -156,3 +157,18 @@ def test_pods_wait_for_their_identity(built: tuple[Recorded, ModelCache]) -> Non
     assert {urns[resolve(r.urn)] for r in cache.reader_ready} == {
         "mc-reader-policy", "mc-reader-pod-identity", "mc-reader-service-account",
     }  # fmt: skip
+
+
+def test_no_serving_identity_may_write_the_compile_cache(recorded: Recorded) -> None:
+    """Compiled artifacts are code every later pod of the shape runs: the reader gets no write action on
+    any key, the compile cache included."""
+    policies = [redact(r.inputs) for r in recorded.registrations if r.type == "aws:iam/rolePolicy:RolePolicy"]
+    reader_policies = [p for p in policies if p["role"] == "<known after deploy: mc-reader.id>"]
+    assert reader_policies
+    for policy in reader_policies:
+        actions = [a for s in json.loads(policy["policy"])["Statement"] for a in _listed(s["Action"])]
+        assert set(actions) <= {"s3:GetObject", "s3:ListBucket"}, actions
+
+
+def _listed(action: str | list[str]) -> list[str]:
+    return [action] if isinstance(action, str) else action
