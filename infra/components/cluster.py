@@ -25,6 +25,7 @@ import pulumi_kubernetes as k8s
 
 from infra import aws_policies
 from infra.components import kubernetes_labels
+from infra.errors import UserError
 from infra.kubernetes.nodepools import DISCOVERY_TAG, karpenter_values
 from infra.versions import KARPENTER_CHART, KARPENTER_VERSION
 
@@ -47,6 +48,8 @@ KARPENTER_POLICIES = (
     "interruption",
     "resource-discovery",
 )
+PUBLIC_ACCESS_KEY = "cluster.publicAccessCidrs"  # the stack config key users change
+MAX_PUBLIC_ACCESS_CIDRS = 40  # EKS's quota of public access CIDR blocks per cluster
 KARPENTER_NAMESPACE = "kube-system"
 KARPENTER_SERVICE_ACCOUNT = "karpenter"
 
@@ -75,16 +78,54 @@ class ClusterArgs:
     system_instance_types: tuple[str, ...] = ("m6i.large",)
     system_nodes: int = 2
     system_disk_gib: int = 60  # root volume of each system node; it also runs the model-cache fill Job
+    # The Kubernetes API endpoint. By default it is private (reachable from inside the VPC only): a public
+    # endpoint is one leaked or over-broad credential away from the cluster. Listing networks opens the
+    # public endpoint to them only; EKS would otherwise open it to 0.0.0.0/0.
+    public_access_cidrs: tuple[str, ...] = ()
+    private_access: bool = True  # off: nodes reach the public endpoint through the NAT (its address is added)
 
     def __post_init__(self) -> None:
         if self.mode is ClusterMode.NEW and self.kubeconfig:
             raise ValueError("a kubeconfig applies only to an existing cluster")
+        if self.mode is ClusterMode.EXISTING and (self.public_access_cidrs or not self.private_access):
+            raise UserError(
+                "the API endpoint's access applies only to a new cluster: change it on the existing "
+                "cluster itself (aws eks update-cluster-config --resources-vpc-config ...)",
+                key=PUBLIC_ACCESS_KEY,
+            )
+        validate_public_access_cidrs(self.public_access_cidrs, private_access=self.private_access)
         if not 2 <= self.availability_zones <= 6:
             raise ValueError("EKS needs subnets in 2 to 6 availability zones")
         if self.system_nodes < 1:
             raise ValueError("the system node group needs at least one node")
         if self.system_disk_gib < 20:
             raise ValueError("system nodes need a root volume of at least 20 GiB")
+
+
+def validate_public_access_cidrs(cidrs: Sequence[str], *, private_access: bool) -> None:
+    """The networks that may reach the public API endpoint: IPv4 CIDRs as EKS takes them, within its limit,
+    and at least one way in."""
+    if not cidrs and not private_access:
+        raise UserError(
+            "with private access off and no public networks listed the Kubernetes API would be unreachable: "
+            "list the networks that run `pulumi up` and kubectl, or keep private access on",
+            key=PUBLIC_ACCESS_KEY,
+        )
+    if len(cidrs) > MAX_PUBLIC_ACCESS_CIDRS - (0 if private_access else 1):
+        raise UserError(
+            f"EKS allows at most {MAX_PUBLIC_ACCESS_CIDRS} networks (one of them the NAT's when private access "
+            f"is off); {len(cidrs)} are listed",
+            key=PUBLIC_ACCESS_KEY,
+        )
+    for cidr in cidrs:
+        try:
+            network = ipaddress.IPv4Network(cidr, strict=True)
+        except ValueError as error:
+            raise UserError(
+                f"{cidr!r} is not an IPv4 network such as 203.0.113.7/32 ({error})", key=PUBLIC_ACCESS_KEY
+            ) from None
+        if str(network) != cidr:
+            raise UserError(f"{cidr!r}: write it as {network}", key=PUBLIC_ACCESS_KEY)
 
 
 def kubeconfig_for(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
@@ -219,13 +260,25 @@ class Cluster(pulumi.ComponentResource):
 
     def _create(self) -> None:
         args, name = self._args, self._name
-        public_subnets, private_subnets, route_tables = self._network()
+        public_subnets, private_subnets, route_tables, nat_ip = self._network()
 
         cluster_role = self._role(
             f"{name}-cluster",
             aws_policies.service_trust_policy("eks.amazonaws.com"),
             ("AmazonEKSClusterPolicy",),
         )
+        public_access = bool(args.public_access_cidrs) or not args.private_access
+        public_cidrs: pulumi.Input[list[str]] = list(args.public_access_cidrs)
+        if not args.private_access:
+            # Nodes and Karpenter then reach the API from the NAT's address.
+            public_cidrs = nat_ip.public_ip.apply(lambda ip: [*args.public_access_cidrs, f"{ip}/32"])
+        elif not args.public_access_cidrs:
+            pulumi.log.warn(
+                f"the Kubernetes API of {args.cluster_name} is private: run `pulumi up` and kubectl from inside "
+                f"its VPC (or a network peered or VPN-connected to it), or list your networks in "
+                f"{PUBLIC_ACCESS_KEY}",
+                resource=self,
+            )
         cluster = aws.eks.Cluster(
             f"{name}-eks",
             name=args.cluster_name,
@@ -233,8 +286,9 @@ class Cluster(pulumi.ComponentResource):
             role_arn=cluster_role.arn,
             vpc_config=aws.eks.ClusterVpcConfigArgs(
                 subnet_ids=[s.id for s in private_subnets + public_subnets],
-                endpoint_private_access=True,
-                endpoint_public_access=True,
+                endpoint_private_access=args.private_access,
+                endpoint_public_access=public_access,
+                public_access_cidrs=public_cidrs if public_access else None,
             ),
             access_config=aws.eks.ClusterAccessConfigArgs(
                 authentication_mode="API", bootstrap_cluster_creator_admin_permissions=True
@@ -318,7 +372,9 @@ class Cluster(pulumi.ComponentResource):
             )
         return subnets
 
-    def _network(self) -> tuple[list[aws.ec2.Subnet], list[aws.ec2.Subnet], list[aws.ec2.RouteTable]]:
+    def _network(
+        self,
+    ) -> tuple[list[aws.ec2.Subnet], list[aws.ec2.Subnet], list[aws.ec2.RouteTable], aws.ec2.Eip]:
         """VPC, two tiers of subnets across the first availability zones, one NAT, the S3 gateway endpoint."""
         args, name = self._args, self._name
         zones = aws.get_availability_zones_output(
@@ -388,7 +444,7 @@ class Cluster(pulumi.ComponentResource):
         self.load_balancer_cidrs = pulumi.Output.from_input(
             [_subnet_cidr(args.vpc_cidr, index, public=True) for index in range(args.availability_zones)]
         )
-        return public, private, [public_rt, private_rt]
+        return public, private, [public_rt, private_rt], nat_ip
 
     def _addon(
         self, cluster: aws.eks.Cluster, addon: str, depends_on: list[pulumi.Resource] | None = None

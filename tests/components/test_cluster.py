@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from infra.components.cluster import Cluster, ClusterArgs, ClusterMode, kubeconfig_for
+from infra.errors import UserError
 from infra.versions import KARPENTER_CHART, KARPENTER_VERSION
 from tests.components.support import Recorded, run
 from tests.conftest import shared_path
@@ -254,3 +255,56 @@ def test_kubeconfig_authenticates_with_the_aws_cli() -> None:
 def test_args_reject_contradictions(changes: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         new_args(**changes)
+
+
+# --- the Kubernetes API endpoint -------------------------------------------------------------------------
+
+
+def test_the_api_endpoint_is_private_by_default(recorded: Recorded) -> None:
+    vpc_config = recorded.inputs("aws:eks/cluster:Cluster", "c-eks")["vpcConfig"]
+    assert vpc_config["endpointPrivateAccess"] is True
+    assert vpc_config["endpointPublicAccess"] is False
+    assert "publicAccessCidrs" not in vpc_config  # EKS would default an open endpoint to 0.0.0.0/0
+
+
+def test_listed_networks_and_only_those_reach_the_public_endpoint() -> None:
+    cidrs = ("203.0.113.7/32", "198.51.100.0/24")
+    recorded = run(lambda: Cluster("c", new_args(public_access_cidrs=cidrs)))
+    vpc_config = recorded.inputs("aws:eks/cluster:Cluster", "c-eks")["vpcConfig"]
+    assert vpc_config["endpointPublicAccess"] is True and vpc_config["endpointPrivateAccess"] is True
+    assert vpc_config["publicAccessCidrs"] == list(cidrs)
+
+
+def test_without_private_access_the_nodes_reach_the_api_through_the_nat() -> None:
+    recorded = run(
+        lambda: Cluster("c", new_args(public_access_cidrs=("203.0.113.7/32",), private_access=False))
+    )
+    vpc_config = recorded.inputs("aws:eks/cluster:Cluster", "c-eks")["vpcConfig"]
+    assert vpc_config["endpointPublicAccess"] is True and vpc_config["endpointPrivateAccess"] is False
+    (listed, nat) = vpc_config["publicAccessCidrs"]
+    assert (
+        listed == "203.0.113.7/32"
+        and nat.startswith("<known after deploy: c-nat-ip.")
+        and nat.endswith("/32")
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"public_access_cidrs": ("10.0.0.1/8",)}, "has host bits set"),
+        ({"public_access_cidrs": ("203.0.113.7",)}, r"write it as 203\.0\.113\.7/32"),
+        ({"public_access_cidrs": ("2001:db8::/32",)}, "not an IPv4 network"),
+        ({"public_access_cidrs": ("office",)}, "not an IPv4 network"),
+        ({"public_access_cidrs": tuple(f"10.0.{i}.0/24" for i in range(41))}, "at most 40 networks"),
+        ({"private_access": False}, "would be unreachable"),
+        (
+            {"mode": ClusterMode.EXISTING, "public_access_cidrs": ("203.0.113.7/32",)},
+            "only to a new cluster",
+        ),
+    ],
+)
+def test_bad_endpoint_access_is_one_line_naming_the_key(changes: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message) as caught:
+        new_args(**changes)
+    assert caught.value.key == "cluster.publicAccessCidrs" and "\n" not in str(caught.value)
