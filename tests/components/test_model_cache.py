@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from infra.components.model_cache import ModelCache, ModelCacheArgs
+from infra.components.model_cache import BucketEncryption, ModelCache, ModelCacheArgs
 from infra.render import redact
 from tests.components.support import Recorded, resolve, run
 
@@ -52,6 +52,7 @@ def test_children_are_exactly_the_cache_and_its_identities(recorded: Recorded) -
                 "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
                 "mc-encryption",
             ),
+            ("aws:s3/bucketVersioning:BucketVersioning", "mc-versioning"),
             ("aws:s3/bucketOwnershipControls:BucketOwnershipControls", "mc-ownership"),
             ("aws:s3/bucketPolicy:BucketPolicy", "mc-tls-only"),
             ("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "mc-lifecycle"),
@@ -85,6 +86,96 @@ def test_bucket_blocks_public_access_encrypts_and_disables_acls(recorded: Record
     for name in ("mc-public-access", "mc-encryption", "mc-ownership", "mc-tls-only", "mc-lifecycle"):
         bucket_ref = next(r for r in recorded.registrations if r.name == name).inputs["bucket"]
         assert bucket_ref == "<known after deploy: mc-bucket.id>"
+
+
+def test_overwrites_and_deletes_are_recoverable_for_the_noncurrent_days(recorded: Recorded) -> None:
+    versioning = recorded.inputs("aws:s3/bucketVersioning:BucketVersioning", "mc-versioning")
+    assert versioning["bucket"] == "<known after deploy: mc-bucket.id>"
+    assert versioning["versioningConfiguration"] == {"status": "Enabled"}
+    lifecycle = recorded.inputs(
+        "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "mc-lifecycle"
+    )
+    rules = {rule["id"]: rule for rule in lifecycle["rules"]}
+    noncurrent = rules["expire-noncurrent-versions"]
+    assert noncurrent["status"] == "Enabled" and noncurrent["filter"] == {"prefix": ""}
+    assert noncurrent["noncurrentVersionExpiration"] == {"noncurrentDays": 30}
+    assert noncurrent["expiration"] == {"expiredObjectDeleteMarker": True}
+    assert rules["abort-incomplete-uploads"]["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 3}
+    (urn,) = [r.urn for r in recorded.registrations if r.name == "mc-versioning"]
+    assert (
+        urn
+        in recorded.one(
+            "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "mc-lifecycle"
+        ).dependencies
+    )
+
+
+def test_noncurrent_days_are_configurable() -> None:
+    recorded = run(lambda: build(args(noncurrent_version_days=7), {}))
+    lifecycle = recorded.inputs(
+        "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "mc-lifecycle"
+    )
+    (rule,) = [r for r in lifecycle["rules"] if r["id"] == "expire-noncurrent-versions"]
+    assert rule["noncurrentVersionExpiration"] == {"noncurrentDays": 7}
+
+
+def _policy(recorded: Recorded, name: str) -> dict[str, Any]:
+    return json.loads(recorded.inputs("aws:iam/rolePolicy:RolePolicy", name)["policy"])
+
+
+def test_sse_kms_creates_a_rotating_key_the_identities_may_use() -> None:
+    recorded = run(lambda: build(args(encryption=BucketEncryption.KMS), {}))
+    key = recorded.inputs("aws:kms/key:Key", "mc-key")
+    assert key["enableKeyRotation"] is True and key["tags"]["stack"] == "test"
+    sse = recorded.inputs(
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+        "mc-encryption",
+    )
+    (rule,) = sse["rules"]
+    assert rule["applyServerSideEncryptionByDefault"] == {
+        "sseAlgorithm": "aws:kms",
+        "kmsMasterKeyId": "<known after deploy: mc-key.arn>",
+    }
+    assert rule["bucketKeyEnabled"] is True
+    for role, actions in (
+        ("mc-reader", ["kms:Decrypt"]),
+        ("mc-writer", ["kms:GenerateDataKey", "kms:Decrypt"]),
+    ):
+        (statement,) = [
+            s for s in _policy(recorded, f"{role}-policy")["Statement"] if s["Sid"] == "UseCacheKey"
+        ]
+        assert statement["Action"] == actions and statement["Resource"] == "<known after deploy: mc-key.arn>"
+
+
+def test_sse_kms_with_a_given_key_creates_none() -> None:
+    given = "arn:aws:kms:us-east-1:123456789012:key/given"
+    recorded = run(lambda: build(args(encryption=BucketEncryption.KMS, kms_key_arn=given), {}))
+    assert not [r for r in recorded.registrations if r.type == "aws:kms/key:Key"]
+    (statement,) = [
+        s for s in _policy(recorded, "mc-reader-policy")["Statement"] if s["Sid"] == "UseCacheKey"
+    ]
+    assert statement["Resource"] == given
+
+
+def test_without_kms_no_identity_gets_a_key_grant(recorded: Recorded) -> None:
+    for role in ("mc-reader", "mc-writer"):
+        assert not any(
+            a.startswith("kms:")
+            for s in _policy(recorded, f"{role}-policy")["Statement"]
+            for a in s["Action"]
+        )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"kms_key_arn": "arn:aws:kms:us-east-1:1:key/k"}, "only to encryption KMS"),
+        ({"noncurrent_version_days": 0}, "at least 1"),
+    ],
+)
+def test_bucket_args_reject_contradictions(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        args(**changes)
 
 
 def test_bucket_policy_denies_plain_http_on_bucket_and_objects(recorded: Recorded) -> None:
