@@ -34,8 +34,9 @@ def service_trust_policy(service: str) -> Document:
     }
 
 
-def pod_identity_trust_policy() -> Document:
-    """Trust for EKS Pod Identity: the agent assumes the role and tags the session with the pod's identity."""
+def pod_identity_trust_policy(account_id: str, cluster_arn: str) -> Document:
+    """Trust for EKS Pod Identity: the agent assumes the role and tags the session with the pod's identity,
+    for this account's cluster only (the service principal alone would let any cluster's associations in)."""
     return {
         "Version": VERSION,
         "Statement": [
@@ -43,6 +44,30 @@ def pod_identity_trust_policy() -> Document:
                 "Effect": "Allow",
                 "Principal": {"Service": "pods.eks.amazonaws.com"},
                 "Action": ["sts:AssumeRole", "sts:TagSession"],
+                "Condition": {
+                    "StringEquals": {"aws:SourceAccount": account_id},
+                    "ArnEquals": {"aws:SourceArn": cluster_arn},
+                },
+            }
+        ],
+    }
+
+
+def eks_cluster_arn(region: str, account_id: str, cluster_name: str) -> str:
+    """The ARN EKS gives a cluster, known before the cluster exists."""
+    return f"arn:{partition(region)}:eks:{region}:{account_id}:cluster/{cluster_name}"
+
+
+def secrets_key_policy_for_cluster(key_arn: str) -> Document:
+    """What the EKS cluster role needs to envelope-encrypt Kubernetes secrets with a customer-managed key."""
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "EncryptSecrets",
+                "Effect": "Allow",
+                "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ListGrants", "kms:DescribeKey"],
+                "Resource": key_arn,
             }
         ],
     }

@@ -96,10 +96,23 @@ def test_a_customer_managed_key_is_granted_only_when_set_and_only_through_s3() -
         assert statement["Condition"] == {"StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}}
 
 
-def test_pod_identity_trust() -> None:
-    (trust,) = statements(aws_policies.pod_identity_trust_policy())
+def test_pod_identity_trust_is_for_this_accounts_cluster_only() -> None:
+    arn = aws_policies.eks_cluster_arn("eu-west-1", "123456789012", "eks-a")
+    assert arn == "arn:aws:eks:eu-west-1:123456789012:cluster/eks-a"
+    assert aws_policies.eks_cluster_arn("cn-north-1", "1", "c").startswith("arn:aws-cn:eks:cn-north-1:1:")
+    (trust,) = statements(aws_policies.pod_identity_trust_policy("123456789012", arn))
     assert trust["Principal"] == {"Service": "pods.eks.amazonaws.com"}
     assert set(trust["Action"]) == {"sts:AssumeRole", "sts:TagSession"}
+    assert trust["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": "123456789012"},
+        "ArnEquals": {"aws:SourceArn": arn},
+    }
+
+
+def test_the_cluster_role_may_use_only_the_secrets_key() -> None:
+    (statement,) = statements(aws_policies.secrets_key_policy_for_cluster("arn:aws:kms:eu-west-1:1:key/k"))
+    assert statement["Resource"] == "arn:aws:kms:eu-west-1:1:key/k"
+    assert "kms:*" not in statement["Action"] and "kms:Encrypt" in statement["Action"]
 
 
 def test_karpenter_policies_are_scoped_to_cluster_region_role_and_queue() -> None:

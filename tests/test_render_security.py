@@ -4,6 +4,7 @@ hold by default (issue 8): the real program under recording mocks (infra.render.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +98,54 @@ def test_no_serving_identity_can_write_what_other_pods_execute(rendered: Rendere
         a for role, st in policies if role == bound[writer_account] for s in st for a in _listed(s["Action"])
     ]
     assert "s3:PutObject" in writer_actions and not any("Delete" in a for a in writer_actions)
+
+
+def test_kubernetes_secrets_are_envelope_encrypted(rendered: Rendered) -> None:
+    keys = {
+        f"<known after deploy: {r.name}.arn>": redact(r.inputs) for r in rendered.of_type("aws:kms/key:Key")
+    }
+    for cluster in _inputs(rendered, "aws:eks/cluster:Cluster"):
+        config = cluster["encryptionConfig"]
+        assert config["resources"] == ["secrets"]
+        assert keys[config["provider"]["keyArn"]]["enableKeyRotation"] is True
+
+
+def test_every_node_group_requires_imdsv2_with_hop_limit_one(rendered: Rendered) -> None:
+    templates = {
+        f"<known after deploy: {r.name}.id>": redact(r.inputs)
+        for r in rendered.of_type("aws:ec2/launchTemplate:LaunchTemplate")
+    }
+    for group in _inputs(rendered, "aws:eks/nodeGroup:NodeGroup"):
+        options = templates[group["launchTemplate"]["id"]]["metadataOptions"]
+        assert options["httpTokens"] == "required" and options["httpPutResponseHopLimit"] == 1
+    for node_class in _inputs(rendered, "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"):
+        options = node_class["spec"]["metadataOptions"]
+        assert options["httpTokens"] == "required" and options["httpPutResponseHopLimit"] == 1
+
+
+def test_pod_identity_roles_trust_only_this_accounts_cluster(rendered: Rendered) -> None:
+    roles = {
+        f"<known after deploy: {r.name}.arn>": redact(r.inputs) for r in rendered.of_type("aws:iam/role:Role")
+    }
+    for association in _inputs(rendered, "aws:eks/podIdentityAssociation:PodIdentityAssociation"):
+        (statement,) = json.loads(roles[association["roleArn"]]["assumeRolePolicy"])["Statement"]
+        assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+        condition = statement["Condition"]
+        account = condition["StringEquals"]["aws:SourceAccount"]
+        assert account and account != "*"
+        # the cluster's ARN: its resource's output on a new cluster, or the ARN EKS gives it by name
+        new_cluster = {
+            f"<known after deploy: {c.name}.arn>"
+            for c in rendered.of_type("aws:eks/cluster:Cluster")
+            if c.inputs["name"] == association["clusterName"]
+        }
+        by_name = re.compile(
+            rf"arn:aws[a-z-]*:eks:[a-z0-9-]+:{re.escape(account)}:cluster/{association['clusterName']}"
+        )
+        source_arn = condition["ArnEquals"]["aws:SourceArn"]
+        assert source_arn in new_cluster or by_name.fullmatch(source_arn), source_arn
+
+
+def test_service_accounts_mount_no_api_token(rendered: Rendered) -> None:
+    for account in _inputs(rendered, "kubernetes:core/v1:ServiceAccount"):
+        assert account["automountServiceAccountToken"] is False, account["metadata"]["name"]

@@ -2,10 +2,11 @@
 
 New: a VPC with public subnets (load balancers, one NAT gateway) and private subnets (nodes), an S3
 gateway endpoint so model bytes never cross the NAT, the cluster with API authentication and the add-ons
-a GPU workload needs (VPC CNI, kube-proxy, CoreDNS, the Pod Identity agent), a small on-demand system node
-group for cluster services, and Karpenter (controller role bound by Pod Identity, its node role with an
-access entry, the SQS queue that receives spot interruption warnings). Plain `pulumi_aws` resources, so
-unit tests with mocks see every one of them.
+a GPU workload needs (VPC CNI, kube-proxy, CoreDNS, the Pod Identity agent), Kubernetes secrets
+envelope-encrypted with a customer-managed KMS key (rotation on), a small on-demand system node group for
+cluster services (IMDSv2 only, hop limit 1, as the GPU nodes), and Karpenter (controller role bound by
+Pod Identity, its node role with an access entry, the SQS queue that receives spot interruption warnings).
+Plain `pulumi_aws` resources, so unit tests with mocks see every one of them.
 
 Existing: the cluster is looked up by name, and it is expected to run Karpenter v1 and the Pod Identity
 agent already; its Karpenter node role is named in the config (or follows Karpenter's own convention).
@@ -18,6 +19,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import cast
 
 import pulumi
 import pulumi_aws as aws
@@ -164,6 +166,7 @@ class Cluster(pulumi.ComponentResource):
     """An EKS cluster ready for GPU node pools, and a Kubernetes provider for the components that follow."""
 
     cluster_name: pulumi.Output[str]
+    cluster_arn: pulumi.Output[str]  # what Pod Identity trust policies name as aws:SourceArn
     endpoint: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]
     karpenter_node_role: pulumi.Output[str]
@@ -194,6 +197,7 @@ class Cluster(pulumi.ComponentResource):
         self.register_outputs(
             {
                 "clusterName": self.cluster_name,
+                "clusterArn": self.cluster_arn,
                 "endpoint": self.endpoint,
                 "kubeconfig": self.kubeconfig,
                 "karpenterNodeRole": self.karpenter_node_role,
@@ -233,6 +237,7 @@ class Cluster(pulumi.ComponentResource):
             name=args.cluster_name, opts=pulumi.InvokeOutputOptions(parent=self)
         )
         self.cluster_name = found.name
+        self.cluster_arn = found.arn
         self.endpoint = found.endpoint
         self.vpc_id = found.vpc_config.vpc_id
         # Its load balancer subnets are unknown here; the VPC's CIDR admits them (and, more loosely, the VPC).
@@ -279,6 +284,22 @@ class Cluster(pulumi.ComponentResource):
                 f"{PUBLIC_ACCESS_KEY}",
                 resource=self,
             )
+        secrets_key = aws.kms.Key(
+            f"{name}-secrets-key",
+            description=f"{args.cluster_name}: envelope encryption of Kubernetes secrets",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            tags=self._tagged(f"{args.cluster_name}-secrets"),
+            opts=self._opts(),
+        )
+        secrets_key_use = aws.iam.RolePolicy(
+            f"{name}-cluster-secrets-key",
+            role=cluster_role.id,
+            policy=secrets_key.arn.apply(
+                lambda arn: json.dumps(aws_policies.secrets_key_policy_for_cluster(arn))
+            ),
+            opts=self._opts(),
+        )
         cluster = aws.eks.Cluster(
             f"{name}-eks",
             name=args.cluster_name,
@@ -293,9 +314,13 @@ class Cluster(pulumi.ComponentResource):
             access_config=aws.eks.ClusterAccessConfigArgs(
                 authentication_mode="API", bootstrap_cluster_creator_admin_permissions=True
             ),
+            encryption_config=aws.eks.ClusterEncryptionConfigArgs(
+                resources=["secrets"],
+                provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=secrets_key.arn),
+            ),
             enabled_cluster_log_types=["api", "audit", "authenticator"],
             tags=self._tagged(args.cluster_name),
-            opts=self._opts(depends_on=list(route_tables)),
+            opts=self._opts(depends_on=[*route_tables, secrets_key_use]),
         )
         # Karpenter discovers the cluster security group by tag, for new and existing clusters alike.
         aws.ec2.Tag(
@@ -310,6 +335,29 @@ class Cluster(pulumi.ComponentResource):
         system_role = self._role(
             f"{name}-system-node", aws_policies.service_trust_policy("ec2.amazonaws.com"), NODE_POLICIES
         )
+        system_template = aws.ec2.LaunchTemplate(
+            f"{name}-system-template",
+            description="system nodes: IMDSv2 only, unreachable from pods (hop limit 1), encrypted root volume",
+            # Pods get AWS credentials from Pod Identity; IMDS would hand them the node role's instead.
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+                http_endpoint="enabled",
+                http_tokens="required",
+                http_put_response_hop_limit=1,
+            ),
+            block_device_mappings=[
+                aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                    device_name="/dev/xvda",  # the root device of the AL2023 EKS AMI
+                    ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                        volume_size=args.system_disk_gib,
+                        volume_type="gp3",
+                        encrypted="true",
+                        delete_on_termination="true",
+                    ),
+                )
+            ],
+            tags=self._tagged(f"{args.cluster_name}-system"),
+            opts=self._opts(),
+        )
         system_nodes = aws.eks.NodeGroup(
             f"{name}-system",
             cluster_name=cluster.name,
@@ -318,7 +366,14 @@ class Cluster(pulumi.ComponentResource):
             instance_types=list(args.system_instance_types),
             ami_type="AL2023_x86_64_STANDARD",
             capacity_type="ON_DEMAND",
-            disk_size=args.system_disk_gib,
+            launch_template=aws.eks.NodeGroupLaunchTemplateArgs(
+                # the newest version, so a template change rolls the nodes (None only under render's mocks)
+                id=system_template.id,
+                version=cast(
+                    pulumi.Output[str],
+                    system_template.latest_version.apply(lambda v: None if v is None else str(v)),
+                ),
+            ),
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(
                 desired_size=args.system_nodes, min_size=args.system_nodes, max_size=args.system_nodes + 1
             ),
@@ -331,6 +386,7 @@ class Cluster(pulumi.ComponentResource):
         ]
 
         self.cluster_name = cluster.name
+        self.cluster_arn = cluster.arn
         self.endpoint = cluster.endpoint
         self.kubeconfig = pulumi.Output.secret(
             pulumi.Output.all(cluster.name, cluster.endpoint, cluster.certificate_authority).apply(
@@ -506,9 +562,12 @@ class Cluster(pulumi.ComponentResource):
                 opts=self._opts(),
             )
 
+        account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id
         controller_role = aws.iam.Role(
             f"{name}-karpenter-controller",
-            assume_role_policy=json.dumps(aws_policies.pod_identity_trust_policy()),
+            assume_role_policy=pulumi.Output.all(account, cluster.arn).apply(
+                lambda values: json.dumps(aws_policies.pod_identity_trust_policy(values[0], values[1]))
+            ),
             tags=self._tagged(f"{name}-karpenter-controller"),
             opts=self._opts(),
         )
@@ -540,7 +599,9 @@ class Cluster(pulumi.ComponentResource):
             opts=self._opts(),
         )
         values = pulumi.Output.all(cluster.name, cluster.endpoint, queue.name).apply(
-            lambda v: karpenter_values(cluster_name=v[0], cluster_endpoint=v[1], interruption_queue=v[2])
+            lambda v: karpenter_values(
+                cluster_name=v[0], cluster_endpoint=v[1], interruption_queue=v[2], region=args.region
+            )
         )
         return k8s.helm.v3.Release(
             f"{name}-karpenter",

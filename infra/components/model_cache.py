@@ -50,6 +50,9 @@ class ModelCacheArgs:
     writer_service_account: str = WRITER_SERVICE_ACCOUNT
     create_service_accounts: bool = True  # False when the workload brings its own
     force_destroy: bool = False  # True lets `pulumi destroy` delete a bucket that still holds models
+    # What the identities' trust names as aws:SourceArn (Cluster.cluster_arn); None derives it from
+    # cluster_name, the region and the caller's account.
+    cluster_arn: pulumi.Input[str] | None = None
     encryption: BucketEncryption = BucketEncryption.S3
     kms_key_arn: pulumi.Input[str] | None = None  # with KMS: this key; None creates one (rotation on)
     noncurrent_version_days: int = NONCURRENT_VERSION_DAYS
@@ -59,6 +62,10 @@ class ModelCacheArgs:
     def __post_init__(self) -> None:
         if self.kms_key_arn is not None and self.encryption is not BucketEncryption.KMS:
             raise ValueError("a KMS key applies only to encryption KMS")
+        if self.cluster_arn is None and self.region is None:
+            raise ValueError(
+                "give the cluster's ARN or the region, so the identities trust only that cluster"
+            )
         if self.noncurrent_version_days < 1:
             raise ValueError("noncurrent_version_days must be at least 1")
 
@@ -228,9 +235,15 @@ class ModelCache(pulumi.ComponentResource):
         """A role with inline policies on the bucket, bound by Pod Identity to one service account.
         Returns the role's ARN and what a pod of that identity must wait for."""
         child = pulumi.ResourceOptions(parent=self)
+        account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id
+        cluster_arn = pulumi.Output.all(account, args.cluster_name, args.cluster_arn).apply(
+            lambda v: v[2] or aws_policies.eks_cluster_arn(args.region or "", v[0], v[1])
+        )
         role = aws.iam.Role(
             name,
-            assume_role_policy=json.dumps(aws_policies.pod_identity_trust_policy()),
+            assume_role_policy=pulumi.Output.all(account, cluster_arn).apply(
+                lambda v: json.dumps(aws_policies.pod_identity_trust_policy(v[0], v[1]))
+            ),
             tags={**tags, "Name": name},
             opts=child,
         )
@@ -264,6 +277,8 @@ class ModelCache(pulumi.ComponentResource):
                     metadata=k8s.meta.v1.ObjectMetaArgs(
                         name=service_account, namespace=args.namespace, labels=kubernetes_labels(tags)
                     ),
+                    # Pods reach AWS through Pod Identity's own projected token, never the Kubernetes API.
+                    automount_service_account_token=False,
                     opts=child,
                 )
             )

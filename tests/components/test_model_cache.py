@@ -212,9 +212,29 @@ def test_identities_are_bound_to_service_accounts_by_pod_identity(recorded: Reco
         assert association["roleArn"] == f"<known after deploy: {role}.arn>"
         trust = json.loads(recorded.inputs("aws:iam/role:Role", role)["assumeRolePolicy"])
         assert trust["Statement"][0]["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+        # only pods of this account's cluster-a, not an association in any cluster anywhere
+        assert trust["Statement"][0]["Condition"] == {
+            "StringEquals": {"aws:SourceAccount": "<known after deploy: AWS account id>"},
+            "ArnEquals": {
+                "aws:SourceArn": "arn:aws:eks:us-east-1:<known after deploy: AWS account id>:cluster/cluster-a"
+            },
+        }
         account_object = recorded.inputs("kubernetes:core/v1:ServiceAccount", f"{role}-service-account")
         assert account_object["metadata"]["name"] == account
         assert account_object["metadata"]["namespace"] == "serving"
+        assert account_object["automountServiceAccountToken"] is False  # Pod Identity projects its own token
+
+
+def test_a_given_cluster_arn_is_what_the_identities_trust() -> None:
+    arn = "arn:aws:eks:us-east-1:123456789012:cluster/cluster-a"
+    recorded = run(lambda: build(args(cluster_arn=arn), {}))
+    trust = json.loads(recorded.inputs("aws:iam/role:Role", "mc-reader")["assumeRolePolicy"])
+    assert trust["Statement"][0]["Condition"]["ArnEquals"] == {"aws:SourceArn": arn}
+
+
+def test_the_trusted_cluster_must_be_known() -> None:
+    with pytest.raises(ValueError, match="ARN or the region"):
+        args(region=None)
 
 
 def test_every_child_that_takes_tags_carries_them(recorded: Recorded) -> None:
