@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from infra.components.model_cache import READER_SERVICE_ACCOUNT, WRITER_SERVICE_ACCOUNT
 from infra.render import Rendered, redact, run_program
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,8 +75,7 @@ def test_no_serving_identity_can_write_what_other_pods_execute(rendered: Rendere
     """The serving pods' role (bound to the reader service account) has no write or delete action on any
     resource; the writer deletes nothing."""
     roles = _role_names(rendered)
-    reader_account = rendered.outputs["modelCacheReaderServiceAccount"]
-    writer_account = rendered.outputs["modelCacheWriterServiceAccount"]
+    reader_account, writer_account = READER_SERVICE_ACCOUNT, WRITER_SERVICE_ACCOUNT
     bound = {
         a["serviceAccount"]: roles[a["roleArn"]]
         for a in _inputs(rendered, "aws:eks/podIdentityAssociation:PodIdentityAssociation")

@@ -25,7 +25,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra import aws_policies
-from infra.components import kubernetes_labels
+from infra.components import kubernetes_labels, pod_identity_trust
 
 READER_SERVICE_ACCOUNT = "vllm"
 WRITER_SERVICE_ACCOUNT = "model-cache-fill"
@@ -235,14 +235,10 @@ class ModelCache(pulumi.ComponentResource):
         """A role with inline policies on the bucket, bound by Pod Identity to one service account.
         Returns the role's ARN and what a pod of that identity must wait for."""
         child = pulumi.ResourceOptions(parent=self)
-        account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id
-        cluster_arn = pulumi.Output.all(account, args.cluster_name, args.cluster_arn).apply(
-            lambda v: v[2] or aws_policies.eks_cluster_arn(args.region or "", v[0], v[1])
-        )
         role = aws.iam.Role(
             name,
-            assume_role_policy=pulumi.Output.all(account, cluster_arn).apply(
-                lambda v: json.dumps(aws_policies.pod_identity_trust_policy(v[0], v[1]))
+            assume_role_policy=pod_identity_trust(
+                self, cluster_name=args.cluster_name, region=args.region, cluster_arn=args.cluster_arn
             ),
             tags={**tags, "Name": name},
             opts=child,

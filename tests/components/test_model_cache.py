@@ -22,7 +22,7 @@ HF_TOKEN_LITERAL = "hf_literal_must_never_show"
 
 
 def args(**changes: Any) -> ModelCacheArgs:
-    base = ModelCacheArgs(cluster_name="cluster-a", namespace="serving", tags=TAGS)
+    base = ModelCacheArgs(cluster_name="cluster-a", namespace="serving", region="us-east-1", tags=TAGS)
     return replace(base, **changes)
 
 
