@@ -34,8 +34,9 @@ def service_trust_policy(service: str) -> Document:
     }
 
 
-def pod_identity_trust_policy() -> Document:
-    """Trust for EKS Pod Identity: the agent assumes the role and tags the session with the pod's identity."""
+def pod_identity_trust_policy(account_id: str, cluster_arn: str) -> Document:
+    """Trust for EKS Pod Identity: the agent assumes the role and tags the session with the pod's identity,
+    for this account's cluster only (the service principal alone would let any cluster's associations in)."""
     return {
         "Version": VERSION,
         "Statement": [
@@ -43,6 +44,30 @@ def pod_identity_trust_policy() -> Document:
                 "Effect": "Allow",
                 "Principal": {"Service": "pods.eks.amazonaws.com"},
                 "Action": ["sts:AssumeRole", "sts:TagSession"],
+                "Condition": {
+                    "StringEquals": {"aws:SourceAccount": account_id},
+                    "ArnEquals": {"aws:SourceArn": cluster_arn},
+                },
+            }
+        ],
+    }
+
+
+def eks_cluster_arn(region: str, account_id: str, cluster_name: str) -> str:
+    """The ARN EKS gives a cluster, known before the cluster exists."""
+    return f"arn:{partition(region)}:eks:{region}:{account_id}:cluster/{cluster_name}"
+
+
+def secrets_key_policy_for_cluster(key_arn: str) -> Document:
+    """What the EKS cluster role needs to envelope-encrypt Kubernetes secrets with a customer-managed key."""
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "EncryptSecrets",
+                "Effect": "Allow",
+                "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ListGrants", "kms:DescribeKey"],
+                "Resource": key_arn,
             }
         ],
     }
@@ -65,63 +90,59 @@ def tls_only_bucket_policy(bucket_arn: str) -> Document:
     }
 
 
-def model_cache_read_policy(bucket_arn: str) -> Document:
-    """What a serving pod needs to pull (or stream) the cached model: list and get, nothing else."""
-    return {
-        "Version": VERSION,
-        "Statement": [
-            {"Sid": "ListCache", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": bucket_arn},
-            {
-                "Sid": "ReadCache",
-                "Effect": "Allow",
-                "Action": ["s3:GetObject"],
-                "Resource": f"{bucket_arn}/*",
-            },
-        ],
+# Where the cache tool writes, below the bucket root: model entries (infra/modelcache/layout.py) and the
+# compile cache (infra/modelcache/compile_cache.py).
+CACHE_WRITE_PREFIXES = ("models/", "compile-cache/")
+
+
+def _cache_key_statement(kms_key_arn: str, actions: list[str], region: str | None) -> Document:
+    """Use of the bucket's customer-managed key, only through S3 when the region is known."""
+    statement: Document = {
+        "Sid": "UseCacheKey",
+        "Effect": "Allow",
+        "Action": actions,
+        "Resource": kms_key_arn,
     }
+    if region:
+        statement["Condition"] = {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}}
+    return statement
 
 
-def model_cache_write_policy(bucket_arn: str) -> Document:
-    """What the fill job needs to push a model revision with resumable multipart uploads."""
-    return {
-        "Version": VERSION,
-        "Statement": [
-            {
-                "Sid": "ListCache",
-                "Effect": "Allow",
-                "Action": ["s3:ListBucket", "s3:ListBucketMultipartUploads"],
-                "Resource": bucket_arn,
-            },
-            {
-                "Sid": "WriteCache",
-                "Effect": "Allow",
-                "Action": [
-                    "s3:GetObject",
-                    "s3:PutObject",
-                    "s3:DeleteObject",
-                    "s3:AbortMultipartUpload",
-                    "s3:ListMultipartUploadParts",
-                ],
-                "Resource": f"{bucket_arn}/*",
-            },
-        ],
-    }
+def model_cache_read_policy(
+    bucket_arn: str, kms_key_arn: str | None = None, region: str | None = None
+) -> Document:
+    """What a serving pod needs to pull (or stream) the cached model: list and get, nothing else (and
+    decrypt, when the bucket uses a customer-managed key)."""
+    statements: list[Document] = [
+        {"Sid": "ListCache", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": bucket_arn},
+        {"Sid": "ReadCache", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": f"{bucket_arn}/*"},
+    ]
+    if kms_key_arn:
+        statements.append(_cache_key_statement(kms_key_arn, ["kms:Decrypt"], region))
+    return {"Version": VERSION, "Statement": statements}
 
 
-def compile_cache_upload_policy(bucket_arn: str) -> Document:
-    """What a serving pod adds to read access so the first pod of a shape can upload vLLM's torch.compile
-    cache: writes under `compile-cache/` only (infra/modelcache/compile_cache.py), never the models."""
-    return {
-        "Version": VERSION,
-        "Statement": [
-            {
-                "Sid": "UploadCompileCache",
-                "Effect": "Allow",
-                "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
-                "Resource": f"{bucket_arn}/compile-cache/*",
-            }
-        ],
-    }
+def model_cache_write_policy(
+    bucket_arn: str, kms_key_arn: str | None = None, region: str | None = None
+) -> Document:
+    """What the fill job's `push` calls: HEAD and GET (GetObject; a missing key answers 404 rather than 403
+    only with ListBucket), single and multipart PUTs of model entries and compile caches, and the abort
+    boto3 sends when a multipart upload fails. No delete: a versioned bucket keeps what a PUT overwrites,
+    and `push --force` (which deletes the old marker first) is for an operator's own credentials."""
+    statements: list[Document] = [
+        {"Sid": "ListCache", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": bucket_arn},
+        {"Sid": "ReadCache", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": f"{bucket_arn}/*"},
+        {
+            "Sid": "WriteCache",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+            "Resource": [f"{bucket_arn}/{prefix}*" for prefix in CACHE_WRITE_PREFIXES],
+        },
+    ]
+    if kms_key_arn:
+        # Multipart uploads to an SSE-KMS bucket decrypt the data key of earlier parts, too.
+        statements.append(_cache_key_statement(kms_key_arn, ["kms:GenerateDataKey", "kms:Decrypt"], region))
+    return {"Version": VERSION, "Statement": statements}
 
 
 def ecr_keep_last_images_policy(count: int) -> Document:

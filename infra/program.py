@@ -299,7 +299,10 @@ def serving_image_args(settings: StackSettings) -> ServingImageArgs:
 def model_cache_args(
     settings: StackSettings, *, cluster_name: pulumi.Input[str], namespace: pulumi.Input[str]
 ) -> ModelCacheArgs:
-    return ModelCacheArgs(cluster_name=cluster_name, namespace=namespace, tags=settings.tags)
+    # the region names the cluster in the identities' trust (aws:SourceArn) and scopes KMS grants to S3
+    return ModelCacheArgs(
+        cluster_name=cluster_name, namespace=namespace, region=settings.region, tags=settings.tags
+    )
 
 
 def instance_shape(plan: ServingPlan) -> InstanceShape:

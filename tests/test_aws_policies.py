@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 
 import pytest
 
 from infra import aws_policies
+from infra.modelcache.compile_cache import MANIFEST_NAME, compile_cache_key
+from infra.modelcache.layout import CacheEntry, S3Location, ref_key
 
 
 def statements(document: dict) -> list[dict]:
@@ -33,19 +36,83 @@ def test_tls_only_bucket_policy_denies_plain_http_everywhere() -> None:
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
+def _resources(statement: dict) -> list[str]:
+    resource = statement["Resource"]
+    return [resource] if isinstance(resource, str) else resource
+
+
 def test_reader_cannot_write_and_writer_cannot_touch_other_buckets() -> None:
     reader = statements(aws_policies.model_cache_read_policy("arn:aws:s3:::b"))
     writer = statements(aws_policies.model_cache_write_policy("arn:aws:s3:::b"))
     read_actions = {a for s in reader for a in s["Action"]}
-    assert not any(a.startswith(("s3:Put", "s3:Delete", "s3:Abort")) for a in read_actions)
-    assert {r for s in reader + writer for r in [s["Resource"]]} == {"arn:aws:s3:::b", "arn:aws:s3:::b/*"}
+    assert read_actions == {"s3:ListBucket", "s3:GetObject"}
+    assert {r for s in reader + writer for r in _resources(s)} == {
+        "arn:aws:s3:::b",
+        "arn:aws:s3:::b/*",
+        "arn:aws:s3:::b/models/*",
+        "arn:aws:s3:::b/compile-cache/*",
+    }
     assert "s3:PutObject" in {a for s in writer for a in s["Action"]}
 
 
-def test_pod_identity_trust() -> None:
-    (trust,) = statements(aws_policies.pod_identity_trust_policy())
+def test_the_writer_deletes_nothing_and_writes_only_where_push_does() -> None:
+    """A versioned bucket keeps what a PUT overwrites; a delete the writer cannot make at all. Every key the
+    fill Job's push and a compile-cache push write is under the writer's PUT resources, and nothing else."""
+    arn = "arn:aws:s3:::b"
+    writer = statements(aws_policies.model_cache_write_policy(arn))
+    actions = {a for s in writer for a in s["Action"]}
+    assert not any("Delete" in a for a in actions)
+    assert actions == {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"}
+    (write,) = [s for s in writer if "s3:PutObject" in s["Action"]]
+    root = S3Location("b", "")
+    entry = CacheEntry(root, "Qwen/Qwen3-8B", "0" * 40)
+    compile_key = compile_cache_key("0.33.0", "Qwen/Qwen3-8B", 1, "NVIDIA L4")
+    pushed = [
+        entry.file_key("model-00001-of-00002.safetensors"),
+        entry.manifest_key,
+        entry.marker_key,
+        ref_key(root, "Qwen/Qwen3-8B", "main"),
+        root.key(compile_key, MANIFEST_NAME),
+        root.key(compile_key, f"torch_compile_cache-{'a' * 64}.tar"),
+    ]
+    for key in pushed:
+        assert any(fnmatch.fnmatchcase(f"{arn}/{key}", pattern) for pattern in _resources(write)), key
+    assert not any(fnmatch.fnmatchcase(f"{arn}/other/x", pattern) for pattern in _resources(write))
+
+
+def test_a_customer_managed_key_is_granted_only_when_set_and_only_through_s3() -> None:
+    key = "arn:aws:kms:eu-west-1:123456789012:key/abc"
+    for policy_for in (aws_policies.model_cache_read_policy, aws_policies.model_cache_write_policy):
+        assert not any(
+            a.startswith("kms:") for s in statements(policy_for("arn:aws:s3:::b")) for a in s["Action"]
+        )
+    (read_key,) = [s for s in statements(aws_policies.model_cache_read_policy("arn:aws:s3:::b", key, "eu-west-1"))
+                   if s["Resource"] == key]  # fmt: skip
+    (write_key,) = [s for s in statements(aws_policies.model_cache_write_policy("arn:aws:s3:::b", key, "eu-west-1"))
+                    if s["Resource"] == key]  # fmt: skip
+    assert read_key["Action"] == ["kms:Decrypt"]
+    assert set(write_key["Action"]) == {"kms:GenerateDataKey", "kms:Decrypt"}
+    for statement in (read_key, write_key):
+        assert statement["Condition"] == {"StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}}
+
+
+def test_pod_identity_trust_is_for_this_accounts_cluster_only() -> None:
+    arn = aws_policies.eks_cluster_arn("eu-west-1", "123456789012", "eks-a")
+    assert arn == "arn:aws:eks:eu-west-1:123456789012:cluster/eks-a"
+    assert aws_policies.eks_cluster_arn("cn-north-1", "1", "c").startswith("arn:aws-cn:eks:cn-north-1:1:")
+    (trust,) = statements(aws_policies.pod_identity_trust_policy("123456789012", arn))
     assert trust["Principal"] == {"Service": "pods.eks.amazonaws.com"}
     assert set(trust["Action"]) == {"sts:AssumeRole", "sts:TagSession"}
+    assert trust["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": "123456789012"},
+        "ArnEquals": {"aws:SourceArn": arn},
+    }
+
+
+def test_the_cluster_role_may_use_only_the_secrets_key() -> None:
+    (statement,) = statements(aws_policies.secrets_key_policy_for_cluster("arn:aws:kms:eu-west-1:1:key/k"))
+    assert statement["Resource"] == "arn:aws:kms:eu-west-1:1:key/k"
+    assert "kms:*" not in statement["Action"] and "kms:Encrypt" in statement["Action"]
 
 
 def test_karpenter_policies_are_scoped_to_cluster_region_role_and_queue() -> None:
@@ -108,13 +175,6 @@ def test_interruption_events_cover_spot_warnings() -> None:
     assert len(patterns) == 5
     (allow, deny) = statements(aws_policies.interruption_queue_policy("arn:q"))
     assert allow["Action"] == "sqs:SendMessage" and deny["Effect"] == "Deny"
-
-
-def test_compile_cache_uploads_touch_only_the_compile_cache_prefix() -> None:
-    arn = "arn:aws:s3:::cache"
-    (statement,) = statements(aws_policies.compile_cache_upload_policy(arn))
-    assert statement["Resource"] == f"{arn}/compile-cache/*"
-    assert set(statement["Action"]) == {"s3:PutObject", "s3:AbortMultipartUpload"}
 
 
 def test_ecr_lifecycle_keeps_the_newest_images() -> None:

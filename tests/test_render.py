@@ -175,8 +175,8 @@ def test_the_fill_job_runs_the_stacks_image_as_the_writer(rendered: tuple[str, P
     (registration,) = result.of_type("kubernetes:batch/v1:Job")
     assert registration.delete_before_replace
     scratch = int(container["resources"]["requests"]["ephemeral-storage"].removesuffix("Gi"))
-    system_nodes = _the(result, "aws:eks/nodeGroup:NodeGroup")
-    assert system_nodes["diskSize"] >= scratch + 40  # the Job's scratch next to the unpacked serving image
+    (root_volume,) = _the(result, "aws:ec2/launchTemplate:LaunchTemplate")["blockDeviceMappings"]
+    assert root_volume["ebs"]["volumeSize"] >= scratch + 40  # the Job's scratch next to the unpacked image
 
 
 def _workload(out: Path, revision: str = "primary") -> dict[str, Any]:

@@ -2,10 +2,11 @@
 
 New: a VPC with public subnets (load balancers, one NAT gateway) and private subnets (nodes), an S3
 gateway endpoint so model bytes never cross the NAT, the cluster with API authentication and the add-ons
-a GPU workload needs (VPC CNI, kube-proxy, CoreDNS, the Pod Identity agent), a small on-demand system node
-group for cluster services, and Karpenter (controller role bound by Pod Identity, its node role with an
-access entry, the SQS queue that receives spot interruption warnings). Plain `pulumi_aws` resources, so
-unit tests with mocks see every one of them.
+a GPU workload needs (VPC CNI, kube-proxy, CoreDNS, the Pod Identity agent), Kubernetes secrets
+envelope-encrypted with a customer-managed KMS key (rotation on), a small on-demand system node group for
+cluster services (IMDSv2 only, hop limit 1, as the GPU nodes), and Karpenter (controller role bound by
+Pod Identity, its node role with an access entry, the SQS queue that receives spot interruption warnings).
+Plain `pulumi_aws` resources, so unit tests with mocks see every one of them.
 
 Existing: the cluster is looked up by name, and it is expected to run Karpenter v1 and the Pod Identity
 agent already; its Karpenter node role is named in the config (or follows Karpenter's own convention).
@@ -18,6 +19,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import cast
 
 import pulumi
 import pulumi_aws as aws
@@ -25,6 +27,7 @@ import pulumi_kubernetes as k8s
 
 from infra import aws_policies
 from infra.components import kubernetes_labels
+from infra.errors import UserError
 from infra.kubernetes.nodepools import DISCOVERY_TAG, karpenter_values
 from infra.versions import KARPENTER_CHART, KARPENTER_VERSION
 
@@ -47,6 +50,8 @@ KARPENTER_POLICIES = (
     "interruption",
     "resource-discovery",
 )
+PUBLIC_ACCESS_KEY = "cluster.publicAccessCidrs"  # the stack config key users change
+MAX_PUBLIC_ACCESS_CIDRS = 40  # EKS's quota of public access CIDR blocks per cluster
 KARPENTER_NAMESPACE = "kube-system"
 KARPENTER_SERVICE_ACCOUNT = "karpenter"
 
@@ -75,16 +80,54 @@ class ClusterArgs:
     system_instance_types: tuple[str, ...] = ("m6i.large",)
     system_nodes: int = 2
     system_disk_gib: int = 60  # root volume of each system node; it also runs the model-cache fill Job
+    # The Kubernetes API endpoint. By default it is private (reachable from inside the VPC only): a public
+    # endpoint is one leaked or over-broad credential away from the cluster. Listing networks opens the
+    # public endpoint to them only; EKS would otherwise open it to 0.0.0.0/0.
+    public_access_cidrs: tuple[str, ...] = ()
+    private_access: bool = True  # off: nodes reach the public endpoint through the NAT (its address is added)
 
     def __post_init__(self) -> None:
         if self.mode is ClusterMode.NEW and self.kubeconfig:
             raise ValueError("a kubeconfig applies only to an existing cluster")
+        if self.mode is ClusterMode.EXISTING and (self.public_access_cidrs or not self.private_access):
+            raise UserError(
+                "the API endpoint's access applies only to a new cluster: change it on the existing "
+                "cluster itself (aws eks update-cluster-config --resources-vpc-config ...)",
+                key=PUBLIC_ACCESS_KEY,
+            )
+        validate_public_access_cidrs(self.public_access_cidrs, private_access=self.private_access)
         if not 2 <= self.availability_zones <= 6:
             raise ValueError("EKS needs subnets in 2 to 6 availability zones")
         if self.system_nodes < 1:
             raise ValueError("the system node group needs at least one node")
         if self.system_disk_gib < 20:
             raise ValueError("system nodes need a root volume of at least 20 GiB")
+
+
+def validate_public_access_cidrs(cidrs: Sequence[str], *, private_access: bool) -> None:
+    """The networks that may reach the public API endpoint: IPv4 CIDRs as EKS takes them, within its limit,
+    and at least one way in."""
+    if not cidrs and not private_access:
+        raise UserError(
+            "with private access off and no public networks listed the Kubernetes API would be unreachable: "
+            "list the networks that run `pulumi up` and kubectl, or keep private access on",
+            key=PUBLIC_ACCESS_KEY,
+        )
+    if len(cidrs) > MAX_PUBLIC_ACCESS_CIDRS - (0 if private_access else 1):
+        raise UserError(
+            f"EKS allows at most {MAX_PUBLIC_ACCESS_CIDRS} networks (one of them the NAT's when private access "
+            f"is off); {len(cidrs)} are listed",
+            key=PUBLIC_ACCESS_KEY,
+        )
+    for cidr in cidrs:
+        try:
+            network = ipaddress.IPv4Network(cidr, strict=True)
+        except ValueError as error:
+            raise UserError(
+                f"{cidr!r} is not an IPv4 network such as 203.0.113.7/32 ({error})", key=PUBLIC_ACCESS_KEY
+            ) from None
+        if str(network) != cidr:
+            raise UserError(f"{cidr!r}: write it as {network}", key=PUBLIC_ACCESS_KEY)
 
 
 def kubeconfig_for(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
@@ -123,6 +166,7 @@ class Cluster(pulumi.ComponentResource):
     """An EKS cluster ready for GPU node pools, and a Kubernetes provider for the components that follow."""
 
     cluster_name: pulumi.Output[str]
+    cluster_arn: pulumi.Output[str]  # what Pod Identity trust policies name as aws:SourceArn
     endpoint: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]
     karpenter_node_role: pulumi.Output[str]
@@ -153,6 +197,7 @@ class Cluster(pulumi.ComponentResource):
         self.register_outputs(
             {
                 "clusterName": self.cluster_name,
+                "clusterArn": self.cluster_arn,
                 "endpoint": self.endpoint,
                 "kubeconfig": self.kubeconfig,
                 "karpenterNodeRole": self.karpenter_node_role,
@@ -192,6 +237,7 @@ class Cluster(pulumi.ComponentResource):
             name=args.cluster_name, opts=pulumi.InvokeOutputOptions(parent=self)
         )
         self.cluster_name = found.name
+        self.cluster_arn = found.arn
         self.endpoint = found.endpoint
         self.vpc_id = found.vpc_config.vpc_id
         # Its load balancer subnets are unknown here; the VPC's CIDR admits them (and, more loosely, the VPC).
@@ -219,12 +265,40 @@ class Cluster(pulumi.ComponentResource):
 
     def _create(self) -> None:
         args, name = self._args, self._name
-        public_subnets, private_subnets, route_tables = self._network()
+        public_subnets, private_subnets, route_tables, nat_ip = self._network()
 
         cluster_role = self._role(
             f"{name}-cluster",
             aws_policies.service_trust_policy("eks.amazonaws.com"),
             ("AmazonEKSClusterPolicy",),
+        )
+        public_access = bool(args.public_access_cidrs) or not args.private_access
+        public_cidrs: pulumi.Input[list[str]] = list(args.public_access_cidrs)
+        if not args.private_access:
+            # Nodes and Karpenter then reach the API from the NAT's address.
+            public_cidrs = nat_ip.public_ip.apply(lambda ip: [*args.public_access_cidrs, f"{ip}/32"])
+        elif not args.public_access_cidrs:
+            pulumi.log.warn(
+                f"the Kubernetes API of {args.cluster_name} is private: run `pulumi up` and kubectl from inside "
+                f"its VPC (or a network peered or VPN-connected to it), or list your networks in "
+                f"{PUBLIC_ACCESS_KEY}",
+                resource=self,
+            )
+        secrets_key = aws.kms.Key(
+            f"{name}-secrets-key",
+            description=f"{args.cluster_name}: envelope encryption of Kubernetes secrets",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            tags=self._tagged(f"{args.cluster_name}-secrets"),
+            opts=self._opts(),
+        )
+        secrets_key_use = aws.iam.RolePolicy(
+            f"{name}-cluster-secrets-key",
+            role=cluster_role.id,
+            policy=secrets_key.arn.apply(
+                lambda arn: json.dumps(aws_policies.secrets_key_policy_for_cluster(arn))
+            ),
+            opts=self._opts(),
         )
         cluster = aws.eks.Cluster(
             f"{name}-eks",
@@ -233,15 +307,20 @@ class Cluster(pulumi.ComponentResource):
             role_arn=cluster_role.arn,
             vpc_config=aws.eks.ClusterVpcConfigArgs(
                 subnet_ids=[s.id for s in private_subnets + public_subnets],
-                endpoint_private_access=True,
-                endpoint_public_access=True,
+                endpoint_private_access=args.private_access,
+                endpoint_public_access=public_access,
+                public_access_cidrs=public_cidrs if public_access else None,
             ),
             access_config=aws.eks.ClusterAccessConfigArgs(
                 authentication_mode="API", bootstrap_cluster_creator_admin_permissions=True
             ),
+            encryption_config=aws.eks.ClusterEncryptionConfigArgs(
+                resources=["secrets"],
+                provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=secrets_key.arn),
+            ),
             enabled_cluster_log_types=["api", "audit", "authenticator"],
             tags=self._tagged(args.cluster_name),
-            opts=self._opts(depends_on=list(route_tables)),
+            opts=self._opts(depends_on=[*route_tables, secrets_key_use]),
         )
         # Karpenter discovers the cluster security group by tag, for new and existing clusters alike.
         aws.ec2.Tag(
@@ -256,6 +335,29 @@ class Cluster(pulumi.ComponentResource):
         system_role = self._role(
             f"{name}-system-node", aws_policies.service_trust_policy("ec2.amazonaws.com"), NODE_POLICIES
         )
+        system_template = aws.ec2.LaunchTemplate(
+            f"{name}-system-template",
+            description="system nodes: IMDSv2 only, unreachable from pods (hop limit 1), encrypted root volume",
+            # Pods get AWS credentials from Pod Identity; IMDS would hand them the node role's instead.
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+                http_endpoint="enabled",
+                http_tokens="required",
+                http_put_response_hop_limit=1,
+            ),
+            block_device_mappings=[
+                aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                    device_name="/dev/xvda",  # the root device of the AL2023 EKS AMI
+                    ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                        volume_size=args.system_disk_gib,
+                        volume_type="gp3",
+                        encrypted="true",
+                        delete_on_termination="true",
+                    ),
+                )
+            ],
+            tags=self._tagged(f"{args.cluster_name}-system"),
+            opts=self._opts(),
+        )
         system_nodes = aws.eks.NodeGroup(
             f"{name}-system",
             cluster_name=cluster.name,
@@ -264,7 +366,14 @@ class Cluster(pulumi.ComponentResource):
             instance_types=list(args.system_instance_types),
             ami_type="AL2023_x86_64_STANDARD",
             capacity_type="ON_DEMAND",
-            disk_size=args.system_disk_gib,
+            launch_template=aws.eks.NodeGroupLaunchTemplateArgs(
+                # the newest version, so a template change rolls the nodes (None only under render's mocks)
+                id=system_template.id,
+                version=cast(
+                    pulumi.Output[str],
+                    system_template.latest_version.apply(lambda v: None if v is None else str(v)),
+                ),
+            ),
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(
                 desired_size=args.system_nodes, min_size=args.system_nodes, max_size=args.system_nodes + 1
             ),
@@ -277,6 +386,7 @@ class Cluster(pulumi.ComponentResource):
         ]
 
         self.cluster_name = cluster.name
+        self.cluster_arn = cluster.arn
         self.endpoint = cluster.endpoint
         self.kubeconfig = pulumi.Output.secret(
             pulumi.Output.all(cluster.name, cluster.endpoint, cluster.certificate_authority).apply(
@@ -318,7 +428,9 @@ class Cluster(pulumi.ComponentResource):
             )
         return subnets
 
-    def _network(self) -> tuple[list[aws.ec2.Subnet], list[aws.ec2.Subnet], list[aws.ec2.RouteTable]]:
+    def _network(
+        self,
+    ) -> tuple[list[aws.ec2.Subnet], list[aws.ec2.Subnet], list[aws.ec2.RouteTable], aws.ec2.Eip]:
         """VPC, two tiers of subnets across the first availability zones, one NAT, the S3 gateway endpoint."""
         args, name = self._args, self._name
         zones = aws.get_availability_zones_output(
@@ -388,7 +500,7 @@ class Cluster(pulumi.ComponentResource):
         self.load_balancer_cidrs = pulumi.Output.from_input(
             [_subnet_cidr(args.vpc_cidr, index, public=True) for index in range(args.availability_zones)]
         )
-        return public, private, [public_rt, private_rt]
+        return public, private, [public_rt, private_rt], nat_ip
 
     def _addon(
         self, cluster: aws.eks.Cluster, addon: str, depends_on: list[pulumi.Resource] | None = None
@@ -450,9 +562,12 @@ class Cluster(pulumi.ComponentResource):
                 opts=self._opts(),
             )
 
+        account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id
         controller_role = aws.iam.Role(
             f"{name}-karpenter-controller",
-            assume_role_policy=json.dumps(aws_policies.pod_identity_trust_policy()),
+            assume_role_policy=pulumi.Output.all(account, cluster.arn).apply(
+                lambda values: json.dumps(aws_policies.pod_identity_trust_policy(values[0], values[1]))
+            ),
             tags=self._tagged(f"{name}-karpenter-controller"),
             opts=self._opts(),
         )
@@ -484,7 +599,9 @@ class Cluster(pulumi.ComponentResource):
             opts=self._opts(),
         )
         values = pulumi.Output.all(cluster.name, cluster.endpoint, queue.name).apply(
-            lambda v: karpenter_values(cluster_name=v[0], cluster_endpoint=v[1], interruption_queue=v[2])
+            lambda v: karpenter_values(
+                cluster_name=v[0], cluster_endpoint=v[1], interruption_queue=v[2], region=args.region
+            )
         )
         return k8s.helm.v3.Release(
             f"{name}-karpenter",

@@ -1,8 +1,11 @@
 """`ModelCache`: the per-stack S3 bucket that holds model revisions, and who may touch it.
 
-The bucket blocks public access, encrypts at rest, refuses plain HTTP, disables ACLs (bucket owner
-enforced) and aborts abandoned multipart uploads. Serving pods get a read-only role, the fill Jobs a write
-role; each is bound to its Kubernetes service account with EKS Pod Identity, so no pod needs AWS keys.
+The bucket blocks public access, encrypts at rest (SSE-S3, or SSE-KMS with a customer-managed key), refuses
+plain HTTP, disables ACLs (bucket owner enforced), keeps overwritten and deleted objects as noncurrent
+versions for `noncurrent_version_days` and aborts abandoned multipart uploads. Serving pods get a
+read-only role (the compile cache included: the writer publishes it), the fill Jobs a role that may put
+objects but delete none; each is bound to its Kubernetes service account with EKS Pod Identity, so no pod
+needs AWS keys.
 
 What reads and writes the bucket is per model revision and lives with the workload: `VllmService` runs the
 revision's fill Job as the writer and gives its pods the cache patch as the reader (both built by
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import pulumi
@@ -21,11 +25,19 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra import aws_policies
-from infra.components import kubernetes_labels
+from infra.components import kubernetes_labels, pod_identity_trust
 
 READER_SERVICE_ACCOUNT = "vllm"
 WRITER_SERVICE_ACCOUNT = "model-cache-fill"
 ABORT_INCOMPLETE_UPLOADS_DAYS = 3
+# How long an overwritten or deleted object stays recoverable: time to notice a bad push or a deletion,
+# short enough that a replaced 140 GB model does not cost storage for long.
+NONCURRENT_VERSION_DAYS = 30
+
+
+class BucketEncryption(StrEnum):
+    S3 = "s3"  # SSE-S3 (AES256): no key to manage
+    KMS = "kms"  # SSE-KMS with a customer-managed key: key policy and CloudTrail say who may and did decrypt
 
 
 @dataclass(frozen=True)
@@ -38,7 +50,24 @@ class ModelCacheArgs:
     writer_service_account: str = WRITER_SERVICE_ACCOUNT
     create_service_accounts: bool = True  # False when the workload brings its own
     force_destroy: bool = False  # True lets `pulumi destroy` delete a bucket that still holds models
+    # What the identities' trust names as aws:SourceArn (Cluster.cluster_arn); None derives it from
+    # cluster_name, the region and the caller's account.
+    cluster_arn: pulumi.Input[str] | None = None
+    encryption: BucketEncryption = BucketEncryption.S3
+    kms_key_arn: pulumi.Input[str] | None = None  # with KMS: this key; None creates one (rotation on)
+    noncurrent_version_days: int = NONCURRENT_VERSION_DAYS
+    region: str | None = None  # scopes the KMS grants to S3 in this region
     tags: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kms_key_arn is not None and self.encryption is not BucketEncryption.KMS:
+            raise ValueError("a KMS key applies only to encryption KMS")
+        if self.cluster_arn is None and self.region is None:
+            raise ValueError(
+                "give the cluster's ARN or the region, so the identities trust only that cluster"
+            )
+        if self.noncurrent_version_days < 1:
+            raise ValueError("noncurrent_version_days must be at least 1")
 
 
 class ModelCache(pulumi.ComponentResource):
@@ -73,16 +102,11 @@ class ModelCache(pulumi.ComponentResource):
             restrict_public_buckets=True,
             opts=child,
         )
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-encryption",
+        kms_key_arn = self._encryption(name, args, bucket, tags)
+        versioning = aws.s3.BucketVersioning(
+            f"{name}-versioning",
             bucket=bucket.id,
-            rules=[
-                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                        sse_algorithm="AES256"
-                    ),
-                )
-            ],
+            versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
             opts=child,
         )
         aws.s3.BucketOwnershipControls(
@@ -108,9 +132,21 @@ class ModelCache(pulumi.ComponentResource):
                     abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
                         days_after_initiation=ABORT_INCOMPLETE_UPLOADS_DAYS
                     ),
-                )
+                ),
+                # An overwritten or deleted object stays recoverable this long, then stops costing storage.
+                aws.s3.BucketLifecycleConfigurationRuleArgs(
+                    id="expire-noncurrent-versions",
+                    status="Enabled",
+                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+                    noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
+                        noncurrent_days=args.noncurrent_version_days
+                    ),
+                    expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(
+                        expired_object_delete_marker=True
+                    ),
+                ),
             ],
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
         )
 
         reader, reader_ready = self._identity(
@@ -119,6 +155,7 @@ class ModelCache(pulumi.ComponentResource):
             args.reader_service_account,
             bucket,
             {"policy": aws_policies.model_cache_read_policy},
+            kms_key_arn,
             tags,
         )
         writer, writer_ready = self._identity(
@@ -127,6 +164,7 @@ class ModelCache(pulumi.ComponentResource):
             args.writer_service_account,
             bucket,
             {"policy": aws_policies.model_cache_write_policy},
+            kms_key_arn,
             tags,
         )
 
@@ -149,13 +187,49 @@ class ModelCache(pulumi.ComponentResource):
             }
         )
 
+    def _encryption(
+        self, name: str, args: ModelCacheArgs, bucket: aws.s3.Bucket, tags: dict[str, str]
+    ) -> pulumi.Output[str | None]:
+        """Default encryption of the bucket; returns the customer-managed key's ARN (None with SSE-S3)."""
+        child = pulumi.ResourceOptions(parent=self)
+        kms = args.encryption is BucketEncryption.KMS
+        key_arn: pulumi.Output[str | None] = pulumi.Output.from_input(None)
+        if kms and args.kms_key_arn is not None:
+            key_arn = pulumi.Output.from_input(args.kms_key_arn)
+        elif kms:
+            key_arn = aws.kms.Key(
+                f"{name}-key",
+                description=f"{name}: model cache bucket",
+                enable_key_rotation=True,
+                deletion_window_in_days=30,
+                tags={**tags, "Name": f"{name}-key"},
+                opts=child,
+            ).arn
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-encryption",
+            bucket=bucket.id,
+            rules=[
+                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                        sse_algorithm="aws:kms" if kms else "AES256",
+                        kms_master_key_id=key_arn if kms else None,
+                    ),
+                    # One data key per bucket rather than per object: far fewer KMS calls for ranged GETs.
+                    bucket_key_enabled=True if kms else None,
+                )
+            ],
+            opts=child,
+        )
+        return key_arn
+
     def _identity(
         self,
         name: str,
         args: ModelCacheArgs,
         service_account: str,
         bucket: aws.s3.Bucket,
-        policies: Mapping[str, Callable[[str], dict[str, Any]]],
+        policies: Mapping[str, Callable[[str, str | None, str | None], dict[str, Any]]],
+        kms_key_arn: pulumi.Output[str | None],
         tags: dict[str, str],
     ) -> tuple[pulumi.Output[str], list[pulumi.Resource]]:
         """A role with inline policies on the bucket, bound by Pod Identity to one service account.
@@ -163,7 +237,9 @@ class ModelCache(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         role = aws.iam.Role(
             name,
-            assume_role_policy=json.dumps(aws_policies.pod_identity_trust_policy()),
+            assume_role_policy=pod_identity_trust(
+                self, cluster_name=args.cluster_name, region=args.region, cluster_arn=args.cluster_arn
+            ),
             tags={**tags, "Name": name},
             opts=child,
         )
@@ -171,7 +247,11 @@ class ModelCache(pulumi.ComponentResource):
             aws.iam.RolePolicy(
                 f"{name}-{suffix}",
                 role=role.id,
-                policy=bucket.arn.apply(lambda arn, policy_for=policy_for: json.dumps(policy_for(arn))),
+                policy=pulumi.Output.all(bucket.arn, kms_key_arn).apply(
+                    lambda values, policy_for=policy_for: json.dumps(
+                        policy_for(values[0], values[1], args.region)
+                    )
+                ),
                 opts=child,
             )
             for suffix, policy_for in policies.items()
@@ -193,6 +273,8 @@ class ModelCache(pulumi.ComponentResource):
                     metadata=k8s.meta.v1.ObjectMetaArgs(
                         name=service_account, namespace=args.namespace, labels=kubernetes_labels(tags)
                     ),
+                    # Pods reach AWS through Pod Identity's own projected token, never the Kubernetes API.
+                    automount_service_account_token=False,
                     opts=child,
                 )
             )

@@ -18,7 +18,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra import aws_policies
-from infra.components import kubernetes_labels
+from infra.components import kubernetes_labels, pod_identity_trust
 from infra.kubernetes import endpoint
 from infra.kubernetes.endpoint import Backend, EndpointSpec
 from infra.versions import AWS_LOAD_BALANCER_CONTROLLER_REPO, AWS_LOAD_BALANCER_CONTROLLER_VERSION
@@ -96,7 +96,7 @@ class ServingEndpoint(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         role = aws.iam.Role(
             f"{name}-lb-controller-role",
-            assume_role_policy=json.dumps(aws_policies.pod_identity_trust_policy()),
+            assume_role_policy=pod_identity_trust(self, cluster_name=args.cluster_name, region=args.region),
             tags={**tags, "Name": f"{name}-lb-controller-role"},
             opts=child,
         )

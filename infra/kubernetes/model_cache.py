@@ -225,14 +225,12 @@ def fill_job(args: FillJobArgs) -> Manifest:
 
 @dataclass(frozen=True)
 class CompileCacheShape:
-    """Restore vLLM's torch.compile cache for this shape before start (and upload it after, if allowed)."""
+    """Restore vLLM's torch.compile cache for this shape before start. Serving pods never upload it: what
+    they would write, every later pod of the shape would run; the cache's writer publishes it."""
 
     gpu_type: str  # e.g. "NVIDIA L40S", as nvidia-smi names it
     tensor_parallel_size: int = 1
     vllm_version: str = VLLM_VERSION
-    # Upload after the first successful start. Needs s3:PutObject on <prefix>/compile-cache/* for the
-    # reader identity; off by default because the reader role is read-only.
-    upload: bool = False
 
 
 @dataclass(frozen=True)
@@ -361,20 +359,8 @@ def vllm_load_settings(args: ServingCacheArgs) -> tuple[list[str], list[Manifest
             "--model", args.cache.entry().files_uri, "--load-format", "runai_streamer",
             "--model-loader-extra-config", json.dumps({"concurrency": args.runai_concurrency}),
         ]  # fmt: skip
-    shape = args.compile_cache
-    if shape is not None:
+    if args.compile_cache is not None:
         env.append(_env("VLLM_CACHE_ROOT", COMPILE_CACHE_DIR))
-        if shape.upload:
-            # Read by images/serving/entrypoint.sh: upload once the server is healthy, if no pod did yet.
-            env += [
-                _env("MODELCACHE_COMPILE_CACHE_URI", args.cache.root_uri),
-                _env(
-                    "MODELCACHE_COMPILE_CACHE_SHAPE_ARGS",
-                    f"--model {args.cache.model} --tensor-parallel-size {shape.tensor_parallel_size} "
-                    f"--vllm-version {shape.vllm_version}",
-                ),
-                _env("MODELCACHE_COMPILE_CACHE_GPU", shape.gpu_type),
-            ]
     return vllm_args, env
 
 

@@ -193,7 +193,9 @@ def device_plugin_values() -> dict[str, Any]:
     }
 
 
-def karpenter_values(*, cluster_name: str, cluster_endpoint: str, interruption_queue: str) -> dict[str, Any]:
+def karpenter_values(
+    *, cluster_name: str, cluster_endpoint: str, interruption_queue: str, region: str
+) -> dict[str, Any]:
     """Karpenter chart values: the cluster it manages and the SQS queue of spot interruption events."""
     return {
         "settings": {
@@ -204,9 +206,11 @@ def karpenter_values(*, cluster_name: str, cluster_endpoint: str, interruption_q
         "serviceAccount": {"create": True, "name": "karpenter"},
         "replicas": 2,
         "controller": {
+            # Karpenter asks IMDS for its region otherwise, which a hop limit of 1 keeps from pods.
+            "env": [{"name": "AWS_REGION", "value": region}],
             "resources": {
                 "requests": {"cpu": "250m", "memory": "512Mi"},
                 "limits": {"memory": "1Gi"},
-            }
+            },
         },
     }

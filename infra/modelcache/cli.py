@@ -237,16 +237,21 @@ def compile_push_command(
     gpu: ShapeGpu,
     tensor_parallel_size: ShapeTp = 1,
     vllm_version: ShapeVllm = VLLM_VERSION,
+    force: Annotated[bool, typer.Option(help="Replace a cache already published for this shape.")] = False,
     endpoint_url: EndpointUrl = None,
 ) -> None:
-    """Upload the compile cache for this shape, unless another pod already did."""
+    """Publish the compile cache for this shape (as the cache's writer: serving pods only read it)."""
     from infra.modelcache.compile_cache import compile_cache_key, push_compile_cache
 
     root = parse_s3_uri(to, key="--to")
     key = compile_cache_key(vllm_version, model, tensor_parallel_size, gpu)
+    client = make_s3_client(TransferSettings(), endpoint_url)
     with s3_errors(f"compile-cache push to {root.uri}"):
-        uploaded = push_compile_cache(make_s3_client(TransferSettings(), endpoint_url), root, key, directory)
-    _say(f"compile-cache: {root.key(key)}: {'uploaded' if uploaded else 'already present, kept'}")
+        uploaded = push_compile_cache(client, root, key, directory, force=force)
+    _say(
+        f"compile-cache: {root.key(key)}: "
+        f"{'uploaded' if uploaded else 'already present, kept (--force replaces it)'}"
+    )
 
 
 @compile_app.command("pull")
@@ -259,7 +264,8 @@ def compile_pull_command(
     vllm_version: ShapeVllm = VLLM_VERSION,
     endpoint_url: EndpointUrl = None,
 ) -> None:
-    """Fill the local compile cache for this shape if S3 has one (absence is normal for the first pod)."""
+    """Fill the local compile cache for this shape if S3 has one (absence is normal for the first pod);
+    an archive that does not match its manifest's sha256 is refused before anything is extracted."""
     from infra.modelcache.compile_cache import compile_cache_key, pull_compile_cache
 
     root = parse_s3_uri(source, key="--from")

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from infra.components.cluster import Cluster, ClusterArgs, ClusterMode, kubeconfig_for
+from infra.errors import UserError
 from infra.versions import KARPENTER_CHART, KARPENTER_VERSION
 from tests.components.support import Recorded, run
 from tests.conftest import shared_path
@@ -53,7 +54,10 @@ def test_new_cluster_creates_exactly_these_children(recorded: Recorded) -> None:
         ("aws:ec2/vpcEndpoint:VpcEndpoint", "c-s3"),
         ("aws:iam/role:Role", "c-cluster"),
         ("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "c-cluster-amazoneksclusterpolicy"),
+        ("aws:kms/key:Key", "c-secrets-key"),
+        ("aws:iam/rolePolicy:RolePolicy", "c-cluster-secrets-key"),
         ("aws:eks/cluster:Cluster", "c-eks"),
+        ("aws:ec2/launchTemplate:LaunchTemplate", "c-system-template"),
         ("aws:ec2/tag:Tag", "c-cluster-sg-discovery"),
         ("aws:iam/role:Role", "c-system-node"),
         ("aws:eks/nodeGroup:NodeGroup", "c-system"),
@@ -132,7 +136,12 @@ def test_eks_cluster_uses_api_auth_and_private_node_subnets(recorded: Recorded) 
     nodes = recorded.inputs("aws:eks/nodeGroup:NodeGroup", "c-system")
     assert nodes["subnetIds"] == [f"<known after deploy: c-private-{i}.id>" for i in range(3)]
     assert nodes["capacityType"] == "ON_DEMAND"
-    assert nodes["diskSize"] == 60  # the default: room for the serving image the fill Job runs
+    assert "diskSize" not in nodes  # EKS refuses it next to a launch template: the template sizes the disk
+    (root,) = recorded.inputs("aws:ec2/launchTemplate:LaunchTemplate", "c-system-template")[
+        "blockDeviceMappings"
+    ]
+    assert root["ebs"]["volumeSize"] == 60  # the default: room for the serving image the fill Job runs
+    assert root["deviceName"] == "/dev/xvda" and root["ebs"]["encrypted"] == "true"
     tag = recorded.inputs("aws:ec2/tag:Tag", "c-cluster-sg-discovery")
     assert tag["key"] == "karpenter.sh/discovery" and tag["value"] == "eks-a"
 
@@ -254,3 +263,99 @@ def test_kubeconfig_authenticates_with_the_aws_cli() -> None:
 def test_args_reject_contradictions(changes: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         new_args(**changes)
+
+
+# --- the Kubernetes API endpoint -------------------------------------------------------------------------
+
+
+def test_the_api_endpoint_is_private_by_default(recorded: Recorded) -> None:
+    vpc_config = recorded.inputs("aws:eks/cluster:Cluster", "c-eks")["vpcConfig"]
+    assert vpc_config["endpointPrivateAccess"] is True
+    assert vpc_config["endpointPublicAccess"] is False
+    assert "publicAccessCidrs" not in vpc_config  # EKS would default an open endpoint to 0.0.0.0/0
+
+
+def test_listed_networks_and_only_those_reach_the_public_endpoint() -> None:
+    cidrs = ("203.0.113.7/32", "198.51.100.0/24")
+    recorded = run(lambda: Cluster("c", new_args(public_access_cidrs=cidrs)))
+    vpc_config = recorded.inputs("aws:eks/cluster:Cluster", "c-eks")["vpcConfig"]
+    assert vpc_config["endpointPublicAccess"] is True and vpc_config["endpointPrivateAccess"] is True
+    assert vpc_config["publicAccessCidrs"] == list(cidrs)
+
+
+def test_without_private_access_the_nodes_reach_the_api_through_the_nat() -> None:
+    recorded = run(
+        lambda: Cluster("c", new_args(public_access_cidrs=("203.0.113.7/32",), private_access=False))
+    )
+    vpc_config = recorded.inputs("aws:eks/cluster:Cluster", "c-eks")["vpcConfig"]
+    assert vpc_config["endpointPublicAccess"] is True and vpc_config["endpointPrivateAccess"] is False
+    (listed, nat) = vpc_config["publicAccessCidrs"]
+    assert (
+        listed == "203.0.113.7/32"
+        and nat.startswith("<known after deploy: c-nat-ip.")
+        and nat.endswith("/32")
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"public_access_cidrs": ("10.0.0.1/8",)}, "has host bits set"),
+        ({"public_access_cidrs": ("203.0.113.7",)}, r"write it as 203\.0\.113\.7/32"),
+        ({"public_access_cidrs": ("2001:db8::/32",)}, "not an IPv4 network"),
+        ({"public_access_cidrs": ("office",)}, "not an IPv4 network"),
+        ({"public_access_cidrs": tuple(f"10.0.{i}.0/24" for i in range(41))}, "at most 40 networks"),
+        ({"private_access": False}, "would be unreachable"),
+        (
+            {"mode": ClusterMode.EXISTING, "public_access_cidrs": ("203.0.113.7/32",)},
+            "only to a new cluster",
+        ),
+    ],
+)
+def test_bad_endpoint_access_is_one_line_naming_the_key(changes: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message) as caught:
+        new_args(**changes)
+    assert caught.value.key == "cluster.publicAccessCidrs" and "\n" not in str(caught.value)
+
+
+# --- secrets, node metadata, Pod Identity trust ------------------------------------------------------------
+
+
+def test_secrets_are_envelope_encrypted_with_a_rotating_key(recorded: Recorded) -> None:
+    eks = recorded.inputs("aws:eks/cluster:Cluster", "c-eks")
+    assert eks["encryptionConfig"] == {
+        "resources": ["secrets"],
+        "provider": {"keyArn": "<known after deploy: c-secrets-key.arn>"},
+    }
+    key = recorded.inputs("aws:kms/key:Key", "c-secrets-key")
+    assert key["enableKeyRotation"] is True
+    use = recorded.inputs("aws:iam/rolePolicy:RolePolicy", "c-cluster-secrets-key")
+    assert use["role"] == "<known after deploy: c-cluster.id>"
+    (statement,) = json.loads(use["policy"])["Statement"]
+    assert statement["Resource"] == "<known after deploy: c-secrets-key.arn>"
+    # the role may use the key before EKS is asked to encrypt with it
+    cluster = recorded.one("aws:eks/cluster:Cluster", "c-eks")
+    assert recorded.one("aws:iam/rolePolicy:RolePolicy", "c-cluster-secrets-key").urn in cluster.dependencies
+
+
+def test_system_nodes_require_imdsv2_out_of_reach_of_pods(recorded: Recorded) -> None:
+    template = recorded.inputs("aws:ec2/launchTemplate:LaunchTemplate", "c-system-template")
+    assert template["metadataOptions"] == {
+        "httpEndpoint": "enabled",
+        "httpTokens": "required",
+        "httpPutResponseHopLimit": 1,
+    }
+    nodes = recorded.inputs("aws:eks/nodeGroup:NodeGroup", "c-system")
+    assert nodes["launchTemplate"]["id"] == "<known after deploy: c-system-template.id>"
+    # Karpenter cannot ask IMDS for its region any more
+    values = recorded.inputs("kubernetes:helm.sh/v3:Release", "c-karpenter")["values"]
+    assert values["controller"]["env"] == [{"name": "AWS_REGION", "value": "eu-west-1"}]
+
+
+def test_karpenters_identity_trusts_only_this_cluster(recorded: Recorded) -> None:
+    trust = json.loads(recorded.inputs("aws:iam/role:Role", "c-karpenter-controller")["assumeRolePolicy"])
+    (statement,) = trust["Statement"]
+    assert statement["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": "<known after deploy: AWS account id>"},
+        "ArnEquals": {"aws:SourceArn": "<known after deploy: c-eks.arn>"},
+    }

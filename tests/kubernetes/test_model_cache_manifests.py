@@ -86,9 +86,9 @@ SERVING_VARIANTS = {
     "local-hostpath": {"volume": VolumeKind.HOST_PATH},
     "local-no-compile-cache": {"compile_cache": None},
     "runai": {"mode": LoadMode.RUNAI_STREAMER},
-    "runai-upload-compile": {
+    "runai-compile": {
         "mode": LoadMode.RUNAI_STREAMER,
-        "compile_cache": CompileCacheShape(gpu_type="NVIDIA H100 80GB HBM3", upload=True),
+        "compile_cache": CompileCacheShape(gpu_type="NVIDIA H100 80GB HBM3"),
     },
 }
 
@@ -218,7 +218,7 @@ def test_compile_cache_is_keyed_by_shape_and_restored_before_start() -> None:
     restore = next(c for c in patch.init_containers if c["name"] == "compile-cache-restore")
     assert restore["args"][restore["args"].index("--gpu") :][:2] == ["--gpu", "NVIDIA L40S"]
     assert {"name": "VLLM_CACHE_ROOT", "value": "/vllm-cache"} in patch.env
-    assert not any(e["name"] == "MODELCACHE_COMPILE_CACHE_URI" for e in patch.env)  # upload is opt-in
+    assert not any(e["name"].startswith("MODELCACHE_") for e in patch.env)  # serving pods never upload
     assert (
         compile_cache_s3_key(CACHE, shape) == "dev/compile-cache/vllm-0.33.0/Qwen--Qwen3-8B/tp2/nvidia-l40s"
     )

@@ -335,43 +335,6 @@ def test_full_disk_is_refused_before_writing(
     assert [p for p in dest.rglob("*") if p.is_file() and not p.name.startswith(".modelcache")] == []
 
 
-def test_compile_cache_round_trip(moto_endpoint: str, bucket: str, tmp_path: Path) -> None:
-    source = tmp_path / "torch_compile_cache"
-    (source / "abc123" / "rank_0_0").mkdir(parents=True)
-    (source / "abc123" / "rank_0_0" / "artifact.bin").write_bytes(b"compiled" * 1000)
-    shape = ["--model", "org/m", "--gpu", "NVIDIA L40S", "--tensor-parallel-size", "2"]
-    root = f"s3://{bucket}/compile"
-    pushed = run_cache(
-        "compile-cache", "push", "--to", root, "--dir", str(source), *shape, endpoint=moto_endpoint
-    )
-    assert pushed.returncode == 0 and "uploaded" in pushed.stderr, pushed.stderr
-    second = run_cache(
-        "compile-cache", "push", "--to", root, "--dir", str(source), *shape, endpoint=moto_endpoint
-    )
-    assert "already present" in second.stderr
-
-    restored = tmp_path / "restored"
-    pulled = run_cache(
-        "compile-cache", "pull", "--from", root, "--dir", str(restored), *shape, endpoint=moto_endpoint
-    )
-    assert pulled.returncode == 0 and "restored" in pulled.stderr, pulled.stderr
-    assert (restored / "abc123" / "rank_0_0" / "artifact.bin").read_bytes() == b"compiled" * 1000
-
-    other_gpu = [*shape[:3], "NVIDIA A10G", *shape[4:]]
-    missing = run_cache(
-        "compile-cache",
-        "pull",
-        "--from",
-        root,
-        "--dir",
-        str(tmp_path / "none"),
-        *other_gpu,
-        endpoint=moto_endpoint,
-    )
-    assert missing.returncode == 0 and "nothing to restore" in missing.stderr
-    assert not (tmp_path / "none").exists()
-
-
 def test_reused_directory_with_another_commit_is_rehashed_not_trusted(
     moto_endpoint: str, bucket: str, push_small: Callable[[str], str], small_model: Path, tmp_path: Path
 ) -> None:
