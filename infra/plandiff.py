@@ -32,17 +32,30 @@ class StackRender:
         )
 
 
-def _cost_at_min(plan: Mapping[str, Any]) -> float | None:
-    per_replica = plan.get("cost_per_hour_usd")
-    replicas = (plan.get("replicas") or {}).get("min")
-    if per_replica is None or replicas is None:
-        return None
-    return round(per_replica * replicas, 2)
+TOTAL = "stack total"
+
+
+def revisions(plan: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Each revision's exported plan; a plan exported before revisions existed is the one `primary`."""
+    if "revisions" in plan:
+        return dict(plan.get("revisions") or {})
+    return {"primary": plan} if plan else {}
+
+
+def _cost_at(end: str) -> Callable[[Mapping[str, Any]], float | None]:
+    """A revision's per-replica $/h times its `min` or `max` replicas."""
+
+    def cost(plan: Mapping[str, Any]) -> float | None:
+        per_replica = plan.get("cost_per_hour_usd")
+        replicas = (plan.get("replicas") or {}).get(end)
+        if per_replica is None or replicas is None:
+            return None
+        return round(per_replica * replicas, 2)
+
+    return cost
 
 
 def _gpus(plan: Mapping[str, Any]) -> str | None:
-    if not plan:
-        return None
     return f"{plan.get('gpus_per_replica')} x {(plan.get('gpu') or {}).get('name')}"
 
 
@@ -51,8 +64,16 @@ def _replicas(plan: Mapping[str, Any]) -> str | None:
     return f"{replicas.get('min')}-{replicas.get('max')}" if replicas else None
 
 
-# (label, how to read it from the exported plan, whether it is a $/h figure that gets a delta)
-PLAN_ROWS: tuple[tuple[str, Callable[[Mapping[str, Any]], Any], bool], ...] = (
+def _pair(plan: Mapping[str, Any], first: str, second: str) -> str | None:
+    if first not in plan:
+        return None
+    return f"{plan.get(first)} / {plan.get(second)}"
+
+
+Reader = Callable[[Mapping[str, Any]], Any]
+
+# (label, how to read it from one revision's exported plan, whether it is a $/h figure that gets a delta)
+REVISION_ROWS: tuple[tuple[str, Reader, bool], ...] = (
     ("model", lambda plan: plan.get("model"), False),
     ("instance type", lambda plan: plan.get("instance_type"), False),
     ("capacity", lambda plan: plan.get("capacity_type"), False),
@@ -65,19 +86,28 @@ PLAN_ROWS: tuple[tuple[str, Callable[[Mapping[str, Any]], Any], bool], ...] = (
     ("max model length", lambda plan: plan.get("max_model_len"), False),
     ("KV-cache tokens", lambda plan: plan.get("kv_cache_tokens"), False),
     ("replicas", _replicas, False),
-    ("$/h at min replicas", _cost_at_min, True),
-    ("$/h at max replicas", lambda plan: plan.get("cost_per_hour_usd_at_max_replicas"), True),
+    ("weight", lambda plan: plan.get("weight"), False),
+    ("$/h at min replicas", _cost_at("min"), True),
+    ("$/h at max replicas", _cost_at("max"), True),
 )
 
 
-def _pair(plan: Mapping[str, Any], first: str, second: str) -> str | None:
-    if first not in plan:
-        return None
-    return f"{plan.get(first)} / {plan.get(second)}"
+def _total_at_min(plan: Mapping[str, Any]) -> float | None:
+    costs = [_cost_at("min")(revision) for revision in revisions(plan).values()]
+    return None if not costs or None in costs else round(sum(c for c in costs if c is not None), 2)
+
+
+# The stack's figures: the program's own total at max replicas (whole nodes, as AWS bills them) and ceiling.
+TOTAL_ROWS: tuple[tuple[str, Reader, bool], ...] = (
+    ("$/h at min replicas", _total_at_min, True),
+    ("$/h at max replicas", lambda plan: plan.get("cost_per_hour_usd_at_max_replicas"), True),
+    ("$/h ceiling", lambda plan: plan.get("max_cost_per_hour_usd"), True),
+)
 
 
 @dataclass(frozen=True)
 class PlanRow:
+    scope: str  # a revision's name, or TOTAL
     label: str
     base: Any
     head: Any
@@ -177,11 +207,31 @@ class StackDiff:
         )
 
 
+def plan_rows(base: Mapping[str, Any], head: Mapping[str, Any]) -> tuple[PlanRow, ...]:
+    """Per revision (in head's order, then those only at base), then the stack total; a revision only on
+    one side reads None on the other."""
+    base_revisions, head_revisions = revisions(base), revisions(head)
+    names = [*head_revisions, *(name for name in base_revisions if name not in head_revisions)]
+    rows = [
+        PlanRow(
+            name,
+            label,
+            read(base_revisions[name]) if name in base_revisions else None,
+            read(head_revisions[name]) if name in head_revisions else None,
+            money,
+        )
+        for name in names
+        for label, read, money in REVISION_ROWS
+    ]
+    rows += [
+        PlanRow(TOTAL, label, read(base) if base else None, read(head) if head else None, money)
+        for label, read, money in TOTAL_ROWS
+    ]
+    return tuple(rows)
+
+
 def diff_stack(stack: str, base: StackRender, head: StackRender) -> StackDiff:
-    rows = tuple(
-        PlanRow(label, read(base.plan) if base.plan else None, read(head.plan) if head.plan else None, money)
-        for label, read, money in PLAN_ROWS
-    )
+    rows = plan_rows(base.plan, head.plan)
     return StackDiff(
         stack=stack,
         base=base,
@@ -224,6 +274,22 @@ def _state(render: StackRender) -> str | None:
     return None
 
 
+def _revision_changes(diff: StackDiff) -> list[str]:
+    """`revision `x` added`, `... removed`, or `revision `x`: model, instance type` for each changed one."""
+    base, head = revisions(diff.base.plan), revisions(diff.head.plan)
+    parts = []
+    for name in dict.fromkeys(row.scope for row in diff.rows if row.scope != TOTAL):
+        if name not in base:
+            parts.append(f"revision `{name}` added")
+        elif name not in head:
+            parts.append(f"revision `{name}` removed")
+        else:
+            labels = [row.label for row in diff.rows if row.scope == name and row.changed]
+            if labels:
+                parts.append(f"revision `{name}`: {', '.join(labels)}")
+    return parts
+
+
 def headline(diff: StackDiff) -> str:
     if diff.unchanged:
         return NO_CHANGE
@@ -233,7 +299,9 @@ def headline(diff: StackDiff) -> str:
         return "stack removed"
     if diff.head.error:
         return "render fails at head"
-    parts = [row.label for row in diff.rows if row.changed]
+    parts = _revision_changes(diff) + [
+        f"{TOTAL} {row.label}" for row in diff.rows if row.scope == TOTAL and row.changed
+    ]
     if diff.kubernetes:
         parts.append(f"Kubernetes objects {diff.kubernetes.counts()}")
     if diff.cloud:
@@ -250,12 +318,12 @@ def markdown(diff: StackDiff, *, marker: str = "") -> str:
         if state:
             lines += [f"**{side}**: {state}", ""]
     if diff.base.plan or diff.head.plan:
-        lines += ["| | base | head | change |", "|---|---|---|---|"]
+        lines += ["| revision | | base | head | change |", "|---|---|---|---|---|"]
         for row in diff.rows:
             change = _delta(row)
             head = _show(row.head, row.money)
             lines.append(
-                f"| {row.label} | {_show(row.base, row.money)} | "
+                f"| {row.scope} | {row.label} | {_show(row.base, row.money)} | "
                 f"{f'**{head}**' if row.changed else head} | {change} |"
             )
         lines.append("")
@@ -289,7 +357,7 @@ def table(diffs: Iterable[StackDiff]) -> str:
         for row in diff.rows:
             if row.changed:
                 base, head = _show(row.base, row.money), _show(row.head, row.money)
-                rows.append((diff.stack, row.label, base, head, _delta(row)))
+                rows.append((diff.stack, f"{row.scope}: {row.label}", base, head, _delta(row)))
         for title, changes in (("Kubernetes objects", diff.kubernetes), ("other resources", diff.cloud)):
             if changes:
                 rows.append((diff.stack, title, "", "", changes.counts()))

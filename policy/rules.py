@@ -351,53 +351,100 @@ def _pool_max_nodes(pool: Resource, gpus_per_node: int) -> int | None:
     return min(candidates) if candidates else None
 
 
+def _pool_node_cost(pool: Resource, limits: StackLimits, violations: list[Violation]) -> tuple[float, int]:
+    """The dearest $/h of one node the pool allows (instance and capacity types) and its GPUs per node."""
+    assert limits.catalog is not None
+    capacities = _requirement(pool, CAPACITY_TYPE_LABEL) or ["on-demand", "spot"]
+    worst, gpus_per_node = 0.0, 0
+    for name in _requirement(pool, INSTANCE_TYPE_LABEL):
+        try:
+            instance = limits.catalog.by_name(name)
+        except UserError:  # an instance type outside the catalog has no price to check
+            violations.append(
+                Violation(
+                    pool.urn, f"NodePool {pool.name}: {name} is not in the GPU catalog; no price to check"
+                )
+            )
+            continue
+        price = max(instance.hourly_cost(capacity) or 0.0 for capacity in capacities)
+        if price > worst:
+            worst, gpus_per_node = price, instance.gpu_count
+    return worst, gpus_per_node
+
+
+def _surge_nodes(pool: Resource, resources: list[Resource], gpus_per_node: int) -> int:
+    """Nodes one extra replica of the workloads on this pool takes: the pool's limits leave room for a
+    rollout's surge replica, which is transient (the program's ceiling check leaves it out too)."""
+    pools = dict.fromkeys(_pool_names(pool), pool)
+    nodes = 0
+    for resource, spec in pod_specs(resources):
+        if _selected_pool(spec, pools) is None or gpus_per_node <= 0:
+            continue
+        if resource.props.get("kind") == "LeaderWorkerSet":  # each pod of a replica takes a whole node
+            size = ((resource.props.get("spec") or {}).get("leaderWorkerTemplate") or {}).get("size")
+            nodes = max(nodes, int(_quantity(size) or 1))
+            continue
+        nodes = max(nodes, math.ceil(pod_gpus(spec) / gpus_per_node))
+    return nodes
+
+
 def cost_ceiling_respected(resources: list[Resource], limits: StackLimits) -> list[Violation]:
-    """Each GPU pool at its node limit, priced at its dearest allowed instance type and capacity type
-    (catalog list prices, as the planner prices), stays within the stack's maxCostPerHour."""
+    """Every GPU pool together, at its node limit less one rollout surge replica, priced at its dearest
+    allowed instance and capacity type (catalog list prices, as the planner prices), stays within the
+    stack's maxCostPerHour."""
     if limits.max_cost_per_hour is None or limits.catalog is None:
         return []
-    violations = []
+    violations: list[Violation] = []
+    total, parts, bounded = 0.0, [], True
     for pool in (r for r in resources if r.type == NODEPOOL_TYPE):
-        types = _requirement(pool, INSTANCE_TYPE_LABEL)
-        capacities = _requirement(pool, CAPACITY_TYPE_LABEL) or ["on-demand", "spot"]
-        if not types:
+        if not _requirement(pool, INSTANCE_TYPE_LABEL):
             violations.append(
                 Violation(
                     pool.urn, f"NodePool {pool.name} allows any instance type; its cost cannot be bounded"
                 )
             )
+            bounded = False
             continue
-        worst = 0.0
-        for name in types:
-            try:
-                instance = limits.catalog.by_name(name)
-            except UserError:  # an instance type outside the catalog has no price to check
-                violations.append(
-                    Violation(
-                        pool.urn, f"NodePool {pool.name}: {name} is not in the GPU catalog; no price to check"
-                    )
-                )
-                continue
-            nodes = _pool_max_nodes(pool, instance.gpu_count)
-            if nodes is None:
-                violations.append(
-                    Violation(
-                        pool.urn,
-                        f"NodePool {pool.name} has no nodes or {GPU_RESOURCE} limit; its cost is unbounded",
-                    )
-                )
-                break
-            prices = [instance.hourly_cost(capacity) for capacity in capacities]
-            worst = max(worst, nodes * max(price or 0.0 for price in prices))
-        if round(worst, 2) > limits.max_cost_per_hour:
+        price, gpus_per_node = _pool_node_cost(pool, limits, violations)
+        nodes = _pool_max_nodes(pool, gpus_per_node)
+        if nodes is None:
             violations.append(
                 Violation(
                     pool.urn,
-                    f"NodePool {pool.name} can cost ${worst:.2f}/h at its limits, above stack {limits.stack}'s "
-                    f"maxCostPerHour ${limits.max_cost_per_hour:.2f}/h",
+                    f"NodePool {pool.name} has no nodes or {GPU_RESOURCE} limit; its cost is unbounded",
                 )
             )
+            bounded = False
+            continue
+        steady = max(nodes - _surge_nodes(pool, resources, gpus_per_node), 0)
+        total += steady * price
+        parts.append((pool, f"{pool.name}: {steady} x ${price:.2f}/h"))
+    if bounded and parts and round(total, 2) > limits.max_cost_per_hour:
+        violations.append(
+            Violation(
+                parts[0][0].urn,
+                f"the GPU pools can cost ${total:.2f}/h at their limits ({'; '.join(p for _, p in parts)}), "
+                f"above stack {limits.stack}'s maxCostPerHour ${limits.max_cost_per_hour:.2f}/h",
+            )
+        )
     return violations
+
+
+def _gpus(container: Mapping[str, Any]) -> float:
+    """A container's GPUs: its limit (Kubernetes requires an extended resource's request to equal it)."""
+    resources = container.get("resources") or {}
+    for part in ("limits", "requests"):
+        value = _quantity((resources.get(part) or {}).get(GPU_RESOURCE))
+        if value is not None:
+            return value
+    return 0.0
+
+
+def pod_gpus(spec: Mapping[str, Any]) -> float:
+    """The GPUs a pod holds on its node: its containers' sum, or its largest init container if more (init
+    containers run one at a time, before the others)."""
+    init = [_gpus(c) for c in spec.get("initContainers") or ()]
+    return max(sum(_gpus(c) for c in spec.get("containers") or ()), *init, 0.0)
 
 
 def _selected_pool(spec: Mapping[str, Any], pools: Mapping[str, Resource]) -> Resource | None:
@@ -440,10 +487,18 @@ def gpu_requests_match_node_pool(resources: list[Resource], limits: StackLimits)
     pools = {name: pool for pool in resources if pool.type == NODEPOOL_TYPE for name in _pool_names(pool)}
     violations = []
     for resource, spec in pod_specs(resources):
-        gpus = sum(
-            _quantity(((c.get("resources") or {}).get("limits") or {}).get(GPU_RESOURCE)) or 0
-            for c in containers(spec)
-        )
+        gpus = pod_gpus(spec)
+        for container in containers(spec):
+            requests = (container.get("resources") or {}).get("requests") or {}
+            limit = ((container.get("resources") or {}).get("limits") or {}).get(GPU_RESOURCE)
+            if GPU_RESOURCE in requests and _quantity(requests[GPU_RESOURCE]) != _quantity(limit):
+                violations.append(
+                    Violation(
+                        resource.urn,
+                        f"{_where(resource, container)}: {GPU_RESOURCE} request {requests[GPU_RESOURCE]} "
+                        f"differs from its limit {limit}; Kubernetes needs them equal",
+                    )
+                )
         if not gpus:
             continue
         pool = _selected_pool(spec, pools)

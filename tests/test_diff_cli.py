@@ -76,20 +76,22 @@ def test_a_model_change_shows_the_new_instance_and_the_cost_delta(history: Path)
     )
     assert result.returncode == 0, result.stderr
     text = result.stdout
-    assert text.startswith("### Plan difference for stack `dev`: changed: model; instance type")
+    assert text.startswith(
+        "### Plan difference for stack `dev`: changed: revision `primary`: model, instance type"
+    )
     rows = {
-        line.split("|")[1].strip(): line.split("|")[2:5]
-        for line in text.splitlines()
-        if line.startswith("| ")
+        (cells[1].strip(), cells[2].strip()): [cell.strip() for cell in cells[3:6]]
+        for cells in (line.split("|") for line in text.splitlines() if line.startswith("| "))
     }
-    base, head, change = (cell.strip() for cell in rows["instance type"])
-    assert (base, head, change) == ("g6.xlarge", "**g6.12xlarge**", "changed")
-    assert [cell.strip() for cell in rows["model"]] == ["Qwen/Qwen3-8B", "**Qwen/Qwen3-14B**", "changed"]
-    assert [cell.strip() for cell in rows["tensor / pipeline parallel"]] == ["1 / 1", "**2 / 1**", "changed"]
-    base_cost, head_cost, delta = (cell.strip().strip("*") for cell in rows["$/h at max replicas"])
-    base_value, head_value = float(base_cost.removeprefix("$")), float(head_cost.removeprefix("$"))
-    assert head_value > base_value
-    assert delta == f"+${head_value - base_value:.2f}/h"
+    assert rows["primary", "instance type"] == ["g6.xlarge", "**g6.12xlarge**", "changed"]
+    assert rows["primary", "model"] == ["Qwen/Qwen3-8B", "**Qwen/Qwen3-14B**", "changed"]
+    assert rows["primary", "tensor / pipeline parallel"] == ["1 / 1", "**2 / 1**", "changed"]
+    for scope in ("primary", "stack total"):
+        base_cost, head_cost, delta = (cell.strip("*") for cell in rows[scope, "$/h at max replicas"])
+        base_value, head_value = float(base_cost.removeprefix("$")), float(head_cost.removeprefix("$"))
+        assert head_value > base_value
+        assert delta == f"+${head_value - base_value:.2f}/h"
+    assert re.search(r"^- changed: `Deployment llm-serving/vllm-primary`", text, re.MULTILINE)
     # the model cache fill Job is named per model: one removed, one added
     assert re.search(r"^- added: `Job llm-serving/model-cache-fill-qwen3-14b-", text, re.MULTILINE)
     assert re.search(r"^- removed: `Job llm-serving/model-cache-fill-qwen3-8b-", text, re.MULTILINE)

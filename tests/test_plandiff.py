@@ -6,10 +6,20 @@ from typing import Any
 
 import pytest
 
-from infra.plandiff import NO_CHANGE, StackRender, compare, diff_stack, headline, markdown, table
+from infra.plandiff import (
+    NO_CHANGE,
+    TOTAL,
+    StackRender,
+    compare,
+    diff_stack,
+    headline,
+    markdown,
+    revisions,
+    table,
+)
 
 
-def plan(**overrides: Any) -> dict[str, Any]:
+def revision(**overrides: Any) -> dict[str, Any]:
     base = {
         "model": "Qwen/Qwen3-8B",
         "instance_type": "g6.xlarge",
@@ -22,9 +32,18 @@ def plan(**overrides: Any) -> dict[str, Any]:
         "kv_cache_tokens": 22896,
         "replicas": {"min": 1, "max": 2},
         "cost_per_hour_usd": 0.48,
-        "cost_per_hour_usd_at_max_replicas": 0.96,
+        "weight": 100,
     }
     return {**base, **overrides}
+
+
+def plan(*, total: float = 0.96, ceiling: float = 1.5, **overrides: Any) -> dict[str, Any]:
+    """The exported plan of a stack with one revision, `primary`."""
+    return {
+        "revisions": {"primary": revision(**overrides)},
+        "cost_per_hour_usd_at_max_replicas": total,
+        "max_cost_per_hour_usd": ceiling,
+    }
 
 
 def k8s(kind: str, name: str, namespace: str | None = None, **spec: Any) -> dict[str, Any]:
@@ -61,28 +80,69 @@ def test_identical_renders_are_no_change() -> None:
 
 
 @pytest.mark.parametrize(
-    ("head_plan", "label", "base_shown", "head_shown", "change"),
+    ("head_plan", "scope", "label", "base_shown", "head_shown", "change"),
     [
-        (plan(instance_type="g6.12xlarge"), "instance type", "g6.xlarge", "g6.12xlarge", "changed"),
-        (plan(gpus_per_replica=2), "GPUs per replica", "1 x L4", "2 x L4", "changed"),
-        (plan(tensor_parallel_size=2), "tensor / pipeline parallel", "1 / 1", "2 / 1", "changed"),
-        (plan(max_model_len=32768), "max model length", "8192", "32768", "changed"),
-        (plan(kv_cache_tokens=1000), "KV-cache tokens", "22896", "1000", "changed"),
-        (plan(cost_per_hour_usd=1.38), "$/h at min replicas", "$0.48", "$1.38", "+$0.90/h"),
-        (plan(cost_per_hour_usd_at_max_replicas=0.5), "$/h at max replicas", "$0.96", "$0.50", "-$0.46/h"),
-        (plan(replicas={"min": 0, "max": 2}), "$/h at min replicas", "$0.48", "$0.00", "-$0.48/h"),
+        (
+            plan(instance_type="g6.12xlarge"),
+            "primary",
+            "instance type",
+            "g6.xlarge",
+            "g6.12xlarge",
+            "changed",
+        ),
+        (plan(gpus_per_replica=2), "primary", "GPUs per replica", "1 x L4", "2 x L4", "changed"),
+        (plan(tensor_parallel_size=2), "primary", "tensor / pipeline parallel", "1 / 1", "2 / 1", "changed"),
+        (plan(max_model_len=32768), "primary", "max model length", "8192", "32768", "changed"),
+        (plan(kv_cache_tokens=1000), "primary", "KV-cache tokens", "22896", "1000", "changed"),
+        (plan(weight=50), "primary", "weight", "100", "50", "changed"),
+        (plan(cost_per_hour_usd=1.38), "primary", "$/h at min replicas", "$0.48", "$1.38", "+$0.90/h"),
+        (plan(replicas={"min": 1, "max": 3}), "primary", "$/h at max replicas", "$0.96", "$1.44", "+$0.48/h"),
+        (plan(replicas={"min": 0, "max": 2}), "primary", "$/h at min replicas", "$0.48", "$0.00", "-$0.48/h"),
+        (plan(total=0.5), TOTAL, "$/h at max replicas", "$0.96", "$0.50", "-$0.46/h"),
+        (plan(ceiling=4), TOTAL, "$/h ceiling", "$1.50", "$4.00", "+$2.50/h"),
     ],
 )
 def test_each_plan_figure_shows_base_head_and_change(
-    head_plan: dict[str, Any], label: str, base_shown: str, head_shown: str, change: str
+    head_plan: dict[str, Any], scope: str, label: str, base_shown: str, head_shown: str, change: str
 ) -> None:
     diff = diff_stack("dev", StackRender(plan=plan()), StackRender(plan=head_plan))
     assert not diff.unchanged and label in headline(diff)
-    assert f"| {label} | {base_shown} | **{head_shown}** | {change} |" in markdown(diff)
-    (line,) = [line for line in table([diff]).splitlines() if label in line]
+    assert f"| {scope} | {label} | {base_shown} | **{head_shown}** | {change} |" in markdown(diff)
+    (line,) = [line for line in table([diff]).splitlines() if f"{scope}: {label}" in line]
     assert line.split()[-1] == change.split()[-1] and head_shown in line and base_shown in line
-    unchanged = [row.label for row in diff.rows if not row.changed]
-    assert label not in unchanged and "model" in unchanged
+    unchanged = [(row.scope, row.label) for row in diff.rows if not row.changed]
+    assert (scope, label) not in unchanged and ("primary", "model") in unchanged
+
+
+def test_revisions_added_and_removed_are_named_with_their_rows() -> None:
+    base = plan()
+    head = {**plan(total=2.34), "revisions": {"canary": revision(model="Qwen/Qwen3-14B", weight=10)}}
+    diff = diff_stack("dev", StackRender(plan=base), StackRender(plan=head))
+    assert headline(diff) == (
+        "changed: revision `canary` added; revision `primary` removed; stack total $/h at max replicas"
+    )
+    text = markdown(diff)
+    assert "| canary | model | - | **Qwen/Qwen3-14B** | changed |" in text
+    assert "| primary | model | Qwen/Qwen3-8B | **-** | changed |" in text
+    assert f"| {TOTAL} | $/h at max replicas | $0.96 | **$2.34** | +$1.38/h |" in text
+
+
+def test_the_stack_total_at_min_replicas_sums_the_revisions() -> None:
+    two = {**plan(), "revisions": {"a": revision(), "b": revision(cost_per_hour_usd=1.0)}}
+    diff = diff_stack("dev", StackRender(plan=plan()), StackRender(plan=two))
+    (row,) = [row for row in diff.rows if row.scope == TOTAL and row.label == "$/h at min replicas"]
+    assert (row.base, row.head, row.delta) == (0.48, 1.48, 1.0)
+
+
+def test_a_plan_exported_before_revisions_is_the_primary_revision() -> None:
+    flat = {**revision(), "cost_per_hour_usd_at_max_replicas": 0.96}
+    assert revisions(flat) == {"primary": flat}
+    assert revisions({}) == {}
+    assert not any(
+        row.changed
+        for row in diff_stack("dev", StackRender(plan=flat), StackRender(plan=plan())).rows
+        if row.scope == "primary"
+    )
 
 
 def test_objects_added_changed_and_removed_by_kind_namespace_and_name() -> None:
@@ -116,7 +176,7 @@ def test_a_head_that_fails_to_render_says_why() -> None:
     assert headline(diff) == "render fails at head"
     text = markdown(diff)
     assert "**head**: render failed: maxCostPerHour:" in text
-    assert "| instance type | g6.xlarge | **-** | changed |" in text
+    assert "| primary | instance type | g6.xlarge | **-** | changed |" in text
     assert any("render failed: maxCostPerHour" in line for line in table([diff]).splitlines())
 
 
@@ -145,7 +205,8 @@ def test_resources_json_is_read_as_render_writes_it() -> None:
         "outputs": {"plan": plan(), "apiKey": "[secret]"},
     }
     render = StackRender.from_resources_json(document)
-    assert render.plan["instance_type"] == "g6.xlarge" and len(render.resources) == len(RESOURCES)
+    assert render.plan["revisions"]["primary"]["instance_type"] == "g6.xlarge"
+    assert len(render.resources) == len(RESOURCES)
 
 
 def test_table_columns_line_up() -> None:
@@ -157,4 +218,6 @@ def test_table_columns_line_up() -> None:
     assert lines[0].split() == ["stack", "what", "base", "head", "change"]
     what_column = lines[0].index("what")
     assert all(line[what_column - 2 : what_column] == "  " for line in lines)
-    assert lines[1][what_column:].startswith("instance type") and lines[2][what_column:].startswith(NO_CHANGE)
+    assert lines[1][what_column:].startswith("primary: instance type") and lines[2][what_column:].startswith(
+        NO_CHANGE
+    )

@@ -103,6 +103,30 @@ def wait_for(kubeconfig: Path, name: str, namespace: str, timeout_s: float) -> b
     )
 
 
+def target_revision(
+    plan: dict[str, Any], services: dict[str, str], revision: str | None, service: str | None
+) -> tuple[str, dict[str, Any], str]:
+    """(revision, its plan, its Service): the named revision, else the one with the largest weight (the one
+    most traffic reaches); the Service from the stack's `services` output unless --service names one."""
+    revisions: dict[str, dict[str, Any]] = plan.get("revisions") or {}
+    if not revisions:
+        raise UserError(
+            "the plan output has no revisions; run `pulumi up` with this version first", key="--stack"
+        )
+    chosen = revision or max(revisions, key=lambda name: revisions[name].get("weight") or 0)
+    if chosen not in revisions:
+        raise UserError(
+            f"no revision {revision!r}; the stack serves {', '.join(sorted(revisions))}", key="--revision"
+        )
+    target = service or services.get(chosen)
+    if not target:
+        raise UserError(
+            f"the stack exports no Service for revision {chosen!r}; name one with --service",
+            key="--service",
+        )
+    return chosen, revisions[chosen], target
+
+
 def bench_command(
     stack: Annotated[str, typer.Option("--stack", help="A deployed stack (stacks/Pulumi.<stack>.yaml)")],
     rate: Annotated[float, typer.Option("--rate", help="Requests per second (Poisson arrivals)")] = 3.0,
@@ -111,7 +135,14 @@ def bench_command(
     service: Annotated[
         str | None,
         typer.Option(
-            "--service", help="The vLLM Service to measure (default: the stack's vllmService output)"
+            "--service",
+            help="The vLLM Service to measure (default: the revision's, from the services output)",
+        ),
+    ] = None,
+    revision: Annotated[
+        str | None,
+        typer.Option(
+            "--revision", help="The model revision to measure (default: the one with the largest weight)"
         ),
     ] = None,
     timeout_s: Annotated[int, typer.Option("--timeout", help="Seconds the Job may run")] = 3600,
@@ -122,13 +153,10 @@ def bench_command(
 
     settings = BenchSettings(request_rate=rate, dataset=dataset, num_prompts=num_prompts)  # type: ignore[arg-type]
     outputs = stack_outputs(stack)
-    plan = _required(outputs, "plan", stack)
     namespace = _required(outputs, "namespace", stack)
-    target = service or outputs.get("vllmService")
-    if not target:
-        raise UserError(
-            f"stack {stack!r} exports no vllmService; name the Service in {namespace}", key="--service"
-        )
+    revision, plan, target = target_revision(
+        _required(outputs, "plan", stack), outputs.get("services") or {}, revision, service
+    )
     name = job_name(target, datetime.now(UTC).strftime("%Y%m%d-%H%M%S"))
     hf_token = outputs.get("hfTokenSecretName")
     job = bench_job(
@@ -161,6 +189,7 @@ def bench_command(
         tail = " | ".join(log.strip().splitlines()[-3:])
         raise UserError(f"benchmark job {name} failed: {tail or 'no log'}")
     title = (
-        f"benchmark of {stack} ({plan['model']}): {settings.dataset} at {rate:g} req/s, {num_prompts} prompts"
+        f"benchmark of {stack} revision {revision} ({plan['model']}, Service {target}): "
+        f"{settings.dataset} at {rate:g} req/s, {num_prompts} prompts"
     )
     typer.echo(report(parse(log), plan, title=title), nl=False)

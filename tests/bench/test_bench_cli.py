@@ -8,11 +8,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from infra.bench.cli import target_revision
+from infra.errors import UserError
 from tests.bench.test_bench import RECORDED
 from tests.conftest import REPO_ROOT
 from tests.policy.support import recorded
@@ -42,6 +45,7 @@ def fake(tmp_path: Path) -> Path:
     _, plan = recorded("dev")
     outputs = {
         "plan": plan,
+        "services": {"primary": "vllm-primary"},
         "namespace": "llm-serving",
         "servingImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/serving@sha256:" + "b" * 64,
         "apiKeySecretName": "llm-dev-secrets-api-key",
@@ -66,11 +70,14 @@ def bench(fake: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_bench_runs_the_job_and_prints_the_result_next_to_the_plan(fake: Path) -> None:
-    result = bench(fake, "--stack", "dev", "--service", "vllm-main", "--rate", "3")
+    result = bench(fake, "--stack", "dev", "--rate", "3")
     assert result.returncode == 0, result.stderr
-    _, plan = recorded("dev")
+    plan = recorded("dev")[1]["revisions"]["primary"]
     text = result.stdout
-    assert text.startswith(f"### benchmark of dev ({plan['model']}): sharegpt at 3 req/s, 200 prompts")
+    assert text.startswith(
+        f"### benchmark of dev revision primary ({plan['model']}, Service vllm-primary): "
+        "sharegpt at 3 req/s, 200 prompts"
+    )
     assert "| requests | 6 succeeded, 0 failed at 20 req/s |" in text  # what the recorded run measured
     assert "| TTFT p50 / p90 / p99 (ms) | 22.8 / 40.2 / 40.4 |" in text
     per_million = plan["cost_per_hour_usd"] / (63.68 * 3600) * 1e6
@@ -82,7 +89,7 @@ def test_bench_runs_the_job_and_prints_the_result_next_to_the_plan(fake: Path) -
     job = yaml.safe_load((fake / "applied.yaml").read_text())
     kubernetes_validate.validate(job, "1.33", strict=True)
     assert "--base-url" in (args := job["spec"]["template"]["spec"]["containers"][0]["args"])
-    assert args[args.index("--base-url") + 1] == "http://vllm-main.llm-serving.svc.cluster.local:8000"
+    assert args[args.index("--base-url") + 1] == "http://vllm-primary.llm-serving.svc.cluster.local:8000"
     assert args[args.index("--request-rate") + 1] == "3"
     calls = (fake / "kubectl.log").read_text().splitlines()
     assert [call.split()[2] for call in calls] == ["apply", "get", "logs"]
@@ -106,8 +113,8 @@ def test_dry_run_prints_the_job_and_touches_no_cluster(fake: Path) -> None:
     ("args", "message"),
     [
         (
-            ["--stack", "dev"],
-            "error: --service: stack 'dev' exports no vllmService; name the Service in llm-serving",
+            ["--stack", "dev", "--revision", "canary"],
+            "error: --revision: no revision 'canary'; the stack serves primary",
         ),
         (
             ["--stack", "qa", "--service", "s"],
@@ -122,3 +129,34 @@ def test_dry_run_prints_the_job_and_touches_no_cluster(fake: Path) -> None:
 def test_mistakes_are_one_line(fake: Path, args: list[str], message: str) -> None:
     result = bench(fake, *args)
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [message]
+
+
+def _revision(weight: int) -> dict[str, Any]:
+    return {"model": "Qwen/Qwen3-8B", "weight": weight}
+
+
+@pytest.mark.parametrize(
+    ("weights", "services", "revision", "service", "expected"),
+    [
+        ({"a": 10, "b": 90}, {"a": "vllm-a", "b": "vllm-b"}, None, None, ("b", "vllm-b")),
+        ({"a": 50, "b": 50}, {"a": "vllm-a", "b": "vllm-b"}, None, None, ("a", "vllm-a")),
+        ({"a": 10, "b": 90}, {"a": "vllm-a", "b": "vllm-b"}, "a", None, ("a", "vllm-a")),
+        ({"a": 10, "b": 90}, {"a": "vllm-a", "b": "vllm-b"}, None, "mine", ("b", "mine")),
+    ],
+)
+def test_the_heaviest_revision_is_measured_unless_one_is_named(
+    weights: dict[str, int],
+    services: dict[str, str],
+    revision: str | None,
+    service: str | None,
+    expected: tuple[str, str],
+) -> None:
+    plan = {"revisions": {name: _revision(weight) for name, weight in weights.items()}}
+    chosen, revision_plan, target = target_revision(plan, services, revision, service)
+    assert (chosen, target) == expected and revision_plan == plan["revisions"][chosen]
+
+
+def test_a_revision_without_a_service_names_the_option() -> None:
+    with pytest.raises(UserError, match="no Service for revision 'a'") as error:
+        target_revision({"revisions": {"a": _revision(100)}}, {}, None, None)
+    assert error.value.key == "--service"

@@ -4,7 +4,9 @@ tightened)."""
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -98,7 +100,7 @@ BROKEN = [
             "kubernetes:karpenter.sh/v1:NodePool",
             lambda p: p["spec"]["limits"].update({"nodes": "40", "nvidia.com/gpu": "40"}),
         ),
-        "above stack dev's maxCostPerHour",
+        "above stack dev's maxCostPerHour",  # the pool grows past the plan
     ),
     (
         "cost-ceiling-respected",
@@ -155,28 +157,52 @@ def test_image_references(image: str, problem: str | None) -> None:
     assert rules.image_problem(image) == problem
 
 
+def _serving_pod(props: dict[str, Any]) -> dict[str, Any]:
+    return props["spec"]["template"]["spec"]
+
+
+def _vllm(props: dict[str, Any]) -> dict[str, Any]:
+    (container,) = [c for c in _serving_pod(props)["containers"] if c["name"] == "vllm"]
+    return container
+
+
+def _set_gpus(count: int) -> Callable[[dict[str, Any]], None]:
+    def change(props: dict[str, Any]) -> None:
+        resources = _vllm(props)["resources"]
+        resources["requests"][rules.GPU_RESOURCE] = resources["limits"][rules.GPU_RESOURCE] = str(count)
+
+    return change
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_gpu_pods_must_fit_their_pool(stack: str) -> None:
-    """Until VllmService renders GPU pods, a serving Deployment shaped like the plan is added by hand."""
+    """The rendered serving workload against its pool (nodeSelector llm-serving/pool -> NodePool ->
+    instance type -> GPUs per node from the catalog): as rendered it fits; more GPUs than a node has,
+    an init container asking for more, a request unlike its limit, or no pool selected, each fail."""
     resources, plan = recorded(stack)
-    (pool,) = [r for r in resources if r.type == rules.NODEPOOL_TYPE]
-    selector = {"llm-serving/pool": pool.props["spec"]["template"]["metadata"]["labels"]["llm-serving/pool"]}
+    (revision,) = plan["revisions"].values()
+    workload = [r for r in resources if r.props.get("kind") in ("Deployment", "LeaderWorkerSet")]
+    assert [w.props["metadata"]["name"] for w in workload] == ["vllm-primary"]
+    type_ = workload[0].type
+    check = functools.partial(rules.gpu_requests_match_node_pool, limits=limits(stack))
+    assert check(list(resources)) == []
+    per_node = revision["gpu"]["count"]
+    too_many = names(check(mutated(resources, type_, _set_gpus(per_node + 1))))
+    assert too_many == [
+        f"{workload[0].props['kind']} {workload[0].name} requests {per_node + 1} GPU(s); "
+        f"NodePool llm-{stack}-gpu-primary-nodepool's {revision['instance_type']} has {per_node}"
+    ]
 
-    def serving(gpus: int, node_selector: dict[str, str] | None) -> list[rules.Resource]:
-        pod = deployment(
-            resources={"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"nvidia.com/gpu": gpus}}
-        )
-        if node_selector:
-            pod["spec"]["template"]["spec"]["nodeSelector"] = node_selector
-        return with_object(resources, stack, pod)
+    def greedy_init(props: dict[str, Any]) -> None:
+        _serving_pod(props)["initContainers"][0]["resources"]["limits"][rules.GPU_RESOURCE] = per_node + 1
 
-    per_replica = plan["gpus_per_replica"] // plan["nodes_per_replica"]
-    assert rules.gpu_requests_match_node_pool(serving(per_replica, selector), limits(stack)) == []
-    too_many = names(
-        rules.gpu_requests_match_node_pool(serving(plan["gpu"]["count"] + 1, selector), limits(stack))
-    )
-    assert len(too_many) == 1 and f"{plan['instance_type']} has {plan['gpu']['count']}" in too_many[0]
-    unpinned = names(rules.gpu_requests_match_node_pool(serving(per_replica, None), limits(stack)))
+    assert len(check(mutated(resources, type_, greedy_init))) == 1
+
+    def uneven(props: dict[str, Any]) -> None:
+        _vllm(props)["resources"]["requests"][rules.GPU_RESOURCE] = "0"
+
+    assert "differs from its limit" in names(check(mutated(resources, type_, uneven)))[0]
+    unpinned = names(check(mutated(resources, type_, lambda p: _serving_pod(p).pop("nodeSelector"))))
     assert len(unpinned) == 1 and "selects no GPU NodePool" in unpinned[0]
 
 
@@ -214,14 +240,17 @@ def test_spot_only_where_the_stack_allows() -> None:
     assert "node group" in names(rules.spot_only_where_allowed(spot_system, limits("prod")))[0]
 
 
-def test_a_ceiling_below_the_plan_fails_and_no_ceiling_passes() -> None:
-    resources, plan = recorded("dev")
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_ceiling_below_the_plan_fails_and_no_ceiling_passes(stack: str) -> None:
+    """The pools at their limits less the rollout surge cost what the plan says at max replicas."""
+    resources, plan = recorded(stack)
     cost = plan["cost_per_hour_usd_at_max_replicas"]
-    assert rules.cost_ceiling_respected(list(resources), replace(limits("dev"), max_cost_per_hour=cost)) == []
-    below = replace(limits("dev"), max_cost_per_hour=round(cost - 0.01, 2))
+    at_plan = replace(limits(stack), max_cost_per_hour=cost)
+    assert rules.cost_ceiling_respected(list(resources), at_plan) == []
+    below = replace(limits(stack), max_cost_per_hour=round(cost - 0.01, 2))
     (message,) = names(rules.cost_ceiling_respected(list(resources), below))
-    assert f"can cost ${cost:.2f}/h at its limits" in message
-    assert rules.cost_ceiling_respected(list(resources), replace(limits("dev"), max_cost_per_hour=None)) == []
+    assert f"the GPU pools can cost ${cost:.2f}/h at their limits" in message
+    assert rules.cost_ceiling_respected(list(resources), replace(limits(stack), max_cost_per_hour=None)) == []
 
 
 @pytest.mark.parametrize(
@@ -242,7 +271,7 @@ def test_eks_endpoint_cases(vpc_config: dict[str, Any], open_: bool) -> None:
 
 def test_stack_limits_come_from_the_stack_file_with_the_schema_defaults(tmp_path: Path) -> None:
     assert (limits("dev").allow_spot, limits("dev").max_cost_per_hour) == (True, 1.5)
-    assert (limits("prod").allow_spot, limits("prod").max_cost_per_hour) == (False, 60.0)
+    assert (limits("prod").allow_spot, limits("prod").max_cost_per_hour) == (False, 120.0)
     (tmp_path / "stacks").mkdir()
     (tmp_path / "Pulumi.yaml").write_text(
         "config:\n  capacityType: {default: on-demand}\n  maxCostPerHour: {default: 0}\n"
