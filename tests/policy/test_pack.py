@@ -72,14 +72,9 @@ def test_the_pack_names_every_rule_as_mandatory(analyzer: analyzer_pb2_grpc.Anal
     assert {p.name: p.enforcementLevel for p in info.policies} == dict.fromkeys(rules.RULES, MANDATORY)
 
 
-def test_the_dev_stack_fails_only_on_its_open_eks_endpoint(analyzer: analyzer_pb2_grpc.AnalyzerStub) -> None:
-    """Issue 8 closes the endpoint; until then this is the one violation the pack must report."""
+def test_the_dev_stack_passes_the_pack(analyzer: analyzer_pb2_grpc.AnalyzerStub) -> None:
     resources, _ = recorded("dev")
-    diagnostics = analyze(analyzer, list(resources))
-    assert [(d.policyName, d.enforcementLevel) for d in diagnostics] == [
-        ("eks-endpoint-not-open-to-the-world", MANDATORY)
-    ]
-    assert "open to the world" in diagnostics[0].message and diagnostics[0].urn.endswith("::llm-dev-eks")
+    assert list(analyze(analyzer, list(resources))) == []
 
 
 def test_a_broken_dev_stack_fails_the_pack(analyzer: analyzer_pb2_grpc.AnalyzerStub) -> None:
@@ -96,7 +91,6 @@ def test_a_broken_dev_stack_fails_the_pack(analyzer: analyzer_pb2_grpc.AnalyzerS
     )
     found = {d.policyName for d in analyze(analyzer, broken)}
     assert found == {
-        "eks-endpoint-not-open-to-the-world",
         "s3-buckets-private-encrypted-tls-only",
         "no-floating-image-tags",
     }
@@ -115,7 +109,4 @@ def test_values_unknown_at_preview_are_not_violations(analyzer: analyzer_pb2_grp
     broken = mutated(
         tuple(broken), "aws:s3/bucketPolicy:BucketPolicy", lambda p: p.update(policy=rpc.UNKNOWN)
     )
-    diagnostics = analyze(analyzer, broken)
-    assert [(d.policyName, d.enforcementLevel) for d in diagnostics] == [
-        ("eks-endpoint-not-open-to-the-world", MANDATORY)
-    ]
+    assert list(analyze(analyzer, broken)) == []

@@ -22,7 +22,6 @@ ENCRYPTION = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEnc
 BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
 JOB = "kubernetes:batch/v1:Job"
 EKS = "aws:eks/cluster:Cluster"
-ISSUE_8 = "issue 8: the EKS API endpoint is public with no publicAccessCidrs (0.0.0.0/0) until it lands"
 
 
 def names(violations: list[rules.Violation]) -> list[str]:
@@ -30,19 +29,10 @@ def names(violations: list[rules.Violation]) -> list[str]:
 
 
 @pytest.mark.parametrize("stack", STACKS)
-@pytest.mark.parametrize(
-    "rule", [name for name in rules.RULES if name != "eks-endpoint-not-open-to-the-world"]
-)
+@pytest.mark.parametrize("rule", list(rules.RULES))
 def test_every_rule_passes_every_stack_as_it_is(stack: str, rule: str) -> None:
     resources, _ = recorded(stack)
     assert rules.RULES[rule](list(resources), limits(stack)) == []
-
-
-@pytest.mark.xfail(reason=ISSUE_8, strict=True)
-@pytest.mark.parametrize("stack", STACKS)
-def test_the_eks_endpoint_of_every_stack_is_not_open_to_the_world(stack: str) -> None:
-    resources, _ = recorded(stack)
-    assert rules.eks_endpoint_not_open_to_the_world(list(resources), limits(stack)) == []
 
 
 def _fill_job(props: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +99,12 @@ BROKEN = [
     ),
     (
         "eks-endpoint-not-open-to-the-world",
-        (EKS, lambda p: p["vpcConfig"].update(publicAccessCidrs=["10.0.0.0/8", "0.0.0.0/0"])),
+        (
+            EKS,
+            lambda p: p["vpcConfig"].update(
+                endpointPublicAccess=True, publicAccessCidrs=["10.0.0.0/8", "0.0.0.0/0"]
+            ),
+        ),
         "open to the world (10.0.0.0/8, 0.0.0.0/0)",
     ),
 ]
