@@ -21,12 +21,13 @@ with program.user_errors():
     settings = load_settings()
     plans = program.build_plans(settings)
     cost_at_max = program.check_plan_cost(settings, plans)
+    cluster_args = program.cluster_args(settings, plans)
 pulumi.log.info(program.describe_plans(settings, plans, cost_at_max))
 
 aws_provider = aws.Provider(f"{settings.name}-aws", region=settings.region)
 cluster = Cluster(
     settings.name,
-    program.cluster_args(settings, plans),
+    cluster_args,
     opts=pulumi.ResourceOptions(providers={"aws": aws_provider}),
 )
 on_cluster = pulumi.ResourceOptions(providers={"aws": aws_provider, "kubernetes": cluster.provider})

@@ -255,6 +255,8 @@ def cluster_args(settings: StackSettings, plans: Mapping[str, ServingPlan] | Non
         workload_namespace=settings.namespace,
         kubeconfig=settings.cluster.kubeconfig,
         karpenter_node_role=settings.cluster.node_role,
+        public_access_cidrs=settings.cluster.public_access_cidrs,
+        private_access=settings.cluster.private_access,
         tags=settings.tags,
     )
     if not plans:

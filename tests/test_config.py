@@ -146,7 +146,16 @@ def test_apply_rejects_what_pulumi_would(stack_config: dict, message: str) -> No
         ({"cluster": {"mode": "new", "kubeconfig": "/k"}}, "cluster: kubeconfig and nodeRole apply only"),
         ({"cluster": {"mode": "borrowed"}}, "cluster.mode: must be 'new' or 'existing'"),
         ({"cluster": {"mode": "existing", "name": "bad name"}}, "cluster.name: 'bad name' is not an EKS"),
-        ({"region": "mars-1"}, "region: 'mars-1' is not an AWS region name"),
+        ({"region": "mars-1"}, "region: 'mars-1' is not an AWS region;"),
+        ({"region": "us-east-9"}, "region: 'us-east-9' is not an AWS region; did you mean us-east-2"),
+        (
+            {"cluster": {"mode": "existing", "name": "c", "publicAccessCidrs": ["203.0.113.7/32"]}},
+            "cluster: publicAccessCidrs and privateAccess apply only to mode new",
+        ),
+        (
+            {"cluster": {"mode": "new", "publicAccessCidrs": "all"}},
+            "cluster.publicAccessCidrs: must be a list",
+        ),
         ({"namespace": "LLM"}, "namespace: 'LLM' is not a Kubernetes namespace name"),
         ({"tags": {"aws:owner": "x"}}, "tags: 'aws:owner' is not a valid AWS tag key"),
         ({"tags": {"team": 3}}, "tags: must map strings to strings"),
@@ -222,6 +231,14 @@ def test_valid_values_shape_the_one_revision_shorthand() -> None:
     assert settings(cluster={"mode": "existing", "name": "c1"}).cluster_name == "c1"
     assert settings().cluster_name == f"{PROJECT}-test"
     assert settings().revisions[0].served_name == settings().model
+
+
+def test_the_cluster_endpoint_is_private_unless_networks_are_listed() -> None:
+    assert settings().cluster.public_access_cidrs == () and settings().cluster.private_access
+    listed = settings(
+        cluster={"mode": "new", "publicAccessCidrs": ["203.0.113.7/32"], "privateAccess": False}
+    )
+    assert listed.cluster.public_access_cidrs == ("203.0.113.7/32",) and not listed.cluster.private_access
 
 
 def test_revisions_inherit_every_key_they_leave_out() -> None:

@@ -506,6 +506,21 @@ def test_a_multi_node_plan_renders_a_leader_worker_set_that_validates(
     assert service["spec"]["selector"]["llm-serving/role"] == "leader"
 
 
+def test_the_api_endpoint_opens_only_to_the_listed_networks(stacks_dir: Path, tmp_path: Path) -> None:
+    stack = write_stack(
+        stacks_dir, {**DEV_LIKE, "cluster": {"mode": "new", "publicAccessCidrs": ["203.0.113.7/32"]}}
+    )
+    vpc = _the(render(stack, tmp_path / "out"), "aws:eks/cluster:Cluster")["vpcConfig"]
+    assert vpc["endpointPublicAccess"] is True and vpc["publicAccessCidrs"] == ["203.0.113.7/32"]
+    bad = write_stack(
+        stacks_dir, {**DEV_LIKE, "cluster": {"mode": "new", "publicAccessCidrs": ["203.0.113.7/24"]}}, "bad"
+    )
+    with pytest.raises(
+        UserError, match=r"^cluster\.publicAccessCidrs: '203\.0\.113\.7/24' is not an IPv4 network"
+    ):
+        render(bad, tmp_path / "bad")
+
+
 def test_an_existing_cluster_renders_without_creating_one(stacks_dir: Path, tmp_path: Path) -> None:
     stack = write_stack(stacks_dir, {**DEV_LIKE, "cluster": {"mode": "existing", "name": "shared-gpu"}})
     result = render(stack, tmp_path / "out")

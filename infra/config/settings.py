@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from infra.aws_regions import region_problem
 from infra.config.schema import PROJECT, did_you_mean, load_schema
 from infra.errors import UserError
 from infra.sizing.memory import (
@@ -58,7 +59,6 @@ TOTAL_WEIGHT = 100
 _EKS_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _REVISION_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
-_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 _MODEL = re.compile(r"^[^\s]+$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _CIDR = re.compile(r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")
@@ -146,6 +146,16 @@ class ClusterSettings(_Strict):
     node_role: str | None = Field(
         default=None, alias="nodeRole", description="IAM role of Karpenter's nodes (existing only)"
     )
+    # The EKS API endpoint of a new cluster: private by default, public only to the listed networks.
+    public_access_cidrs: tuple[str, ...] = Field(default=(), alias="publicAccessCidrs")
+    private_access: bool = Field(default=True, alias="privateAccess")
+
+    @field_validator("public_access_cidrs", mode="before")
+    @classmethod
+    def _cidrs(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"must be a list of IPv4 CIDRs such as 203.0.113.7/32, got {value!r}")
+        return tuple(value)
 
     @field_validator("name")
     @classmethod
@@ -163,6 +173,11 @@ class ClusterSettings(_Strict):
         if self.mode == "new" and (self.kubeconfig or self.node_role):
             raise ValueError(
                 "kubeconfig and nodeRole apply only to mode existing; a new cluster makes its own"
+            )
+        if self.mode == "existing" and (self.public_access_cidrs or not self.private_access):
+            raise ValueError(
+                "publicAccessCidrs and privateAccess apply only to mode new; an existing cluster keeps its "
+                "own endpoint settings"
             )
         return self
 
@@ -333,8 +348,9 @@ class StackSettings(BaseModel):
     @field_validator("region")
     @classmethod
     def _region(cls, value: str) -> str:
-        if not _REGION.match(value):
-            raise ValueError(f"{value!r} is not an AWS region name such as us-east-1")
+        problem = region_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("namespace")
