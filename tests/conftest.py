@@ -29,11 +29,13 @@ def shared_path(*parts: str) -> Path:
     pytest.skip(f"needs {'/'.join(parts)}: run `make schemas` to fetch it into .schemas/")
 
 
-def run_infra(*args: str, env: Mapping[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """`python -m infra ARGS` in a fresh process from the repository root, as a user runs it."""
+def run_infra(
+    *args: str, env: Mapping[str, str], timeout: float = 120, cwd: Path = REPO_ROOT
+) -> subprocess.CompletedProcess[str]:
+    """`python -m infra ARGS` in a fresh process (from the repository root unless `cwd`), as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "infra", *args],
-        cwd=REPO_ROOT,
+        cwd=cwd,
         env=dict(env),
         capture_output=True,
         text=True,

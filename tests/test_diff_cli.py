@@ -7,10 +7,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import run_infra
 
 REPO = Path(__file__).resolve().parent.parent
 GIT = ("git", "-c", "user.name=test", "-c", "user.email=test@llm-serving", "-c", "commit.gpgsign=false")
@@ -51,16 +52,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_diff(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "infra", "diff", *args],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    return run_infra("diff", *args, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=900, cwd=repo)
 
 
 def test_an_unrelated_change_is_no_change(history: Path) -> None:

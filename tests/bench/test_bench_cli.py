@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import yaml
 from infra.bench.cli import target_revision
 from infra.errors import UserError
 from tests.bench.test_bench import RECORDED
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_infra
 from tests.policy.support import recorded
 
 FAKE_PULUMI = """#!/bin/bash
@@ -59,14 +58,7 @@ def fake(tmp_path: Path) -> Path:
 
 def bench(fake: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "FAKE": str(fake), "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
-    return subprocess.run(
-        [sys.executable, "-m", "infra", "bench", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_infra("bench", *args, env=env)
 
 
 def test_bench_runs_the_job_and_prints_the_result_next_to_the_plan(fake: Path) -> None:

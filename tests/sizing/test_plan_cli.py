@@ -5,24 +5,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_infra
 
 
 def run_plan(*args: str, columns: str = "200") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": columns}
-    return subprocess.run(
-        [sys.executable, "-m", "infra", "plan", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,
-        timeout=120,
-    )
+    return run_infra("plan", *args, env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": columns})
 
 
 def test_json_plan_for_llama_70b_at_32k() -> None:
