@@ -252,3 +252,45 @@ def blocks_per_request(max_model_len: int) -> int:
 def max_concurrency(num_blocks: int, max_model_len: int) -> float:
     """README (d) 6: full-length requests that fit at once, as vLLM logs it."""
     return num_blocks / blocks_per_request(max_model_len)
+
+
+# `--max-lora-rank` choices of vLLM 0.33.0 (serve-flags.json).
+LORA_RANK_CHOICES = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def lora_rank_for(rank: int) -> int:
+    """The smallest `--max-lora-rank` vLLM accepts that holds adapters of rank `rank` (adapter_config.json r)."""
+    for choice in LORA_RANK_CHOICES:
+        if choice >= rank:
+            return choice
+    raise UserError(
+        f"LoRA rank {rank} exceeds vLLM 0.33.0's largest --max-lora-rank, {LORA_RANK_CHOICES[-1]}", key="lora"
+    )
+
+
+def lora_bytes_per_gpu(
+    model: ModelArchitecture, tp: int, pp: int, *, max_loras: int, max_lora_rank: int, lora_bytes: int
+) -> int:
+    """GPU memory vLLM 0.33.0 preallocates for LoRA when it loads the model (counted in "Model loading
+    took"): every wrapped module holds `max_loras` slots of A (rank x input) and B (output x rank) in the
+    LoRA dtype (vllm/lora/layers/*.create_lora_weights, --fully-sharded-loras off). Column-parallel layers
+    (qkv, gate_up) keep the full input and their output shard; row-parallel ones (o, down) their input shard
+    and the full output. The embedding's A and the LM head's B span the whole vocabulary on their stage.
+    """
+    if model.num_experts or model.is_mla:
+        raise UserError(
+            f"LoRA memory is sized for dense attention models; {model.model_id} is "
+            f"{'MLA' if model.is_mla else 'a mixture of experts'}",
+            key="lora",
+        )
+    hidden, q_out = model.hidden_size, model.num_attention_heads * model.head_dim // tp
+    kv_out = kv_heads_per_rank(model, tp) * model.head_dim
+    intermediate = model.intermediate_size // tp
+    a_inputs = 3 * hidden + q_out + 2 * hidden + intermediate  # qkv (3 slices), o, gate_up (2 slices), down
+    b_outputs = q_out + 2 * kv_out + hidden + 2 * intermediate + hidden
+    layers = layers_per_stage(model.num_layers, pp) * (a_inputs + b_outputs)
+    vocab = (
+        model.vocab_size + hidden
+    )  # the embedding (A: vocab, B: hidden) or the LM head (A: hidden, B: vocab)
+    ends = 2 * vocab if pp == 1 else vocab
+    return max_loras * max_lora_rank * (layers + ends) * lora_bytes
