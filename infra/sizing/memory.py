@@ -228,10 +228,14 @@ def memory_per_gpu(
     gpu_memory_utilization: float,
     batched_tokens: int,
     num_seqs: int,
+    lora_bytes: int = 0,
 ) -> MemoryPerGpu:
-    """Bytes per GPU on the fullest rank; `kv_cache` is negative when the model does not fit."""
+    """Bytes per GPU on the fullest rank; `kv_cache` is negative when the model does not fit.
+
+    `lora_bytes` (lora_bytes_per_gpu) are allocated with the model, so vLLM counts them as weights too.
+    """
     budget = math.ceil(gpu.total_bytes * gpu_memory_utilization)
-    weights = weight_bytes_per_gpu(model, precision, tp, pp)
+    weights = weight_bytes_per_gpu(model, precision, tp, pp) + lora_bytes
     activations = activation_peak_bytes(model, precision, tp, batched_tokens, num_seqs)
     other = non_torch_bytes(tp * pp)
     graphs = vc.CUDA_GRAPH_BYTES

@@ -12,6 +12,14 @@ GIB = 1024**3
 
 
 @dataclass(frozen=True)
+class LoraSlots:
+    """LoRA adapters served next to the base weights, as vLLM sizes them: slots in one batch and max rank."""
+
+    max_loras: int = 1  # `--max-loras`
+    max_lora_rank: int = 16  # `--max-lora-rank`, one of vLLM's choices
+
+
+@dataclass(frozen=True)
 class Workload:
     """What the deployment must serve."""
 
@@ -22,6 +30,7 @@ class Workload:
     kv_cache_dtype: str = "auto"  # "auto" (model dtype), "fp8", "fp8_e4m3", "fp8_e5m2"
     gpu_memory_utilization: float | None = None  # None: vLLM 0.33.0's default, 0.92
     replicas: int = 1  # replicas the stack runs: plans are ranked by what that many cost in whole nodes
+    lora: LoraSlots | None = None  # None: no LoRA adapters (`--enable-lora` off)
 
 
 @dataclass(frozen=True)

@@ -203,6 +203,7 @@ def _evaluate(
         gpu_memory_utilization=utilization,
         batched_tokens=batched_tokens,
         num_seqs=num_seqs,
+        lora_bytes=_lora_bytes(model, workload, precision, tp, pp),
     )
     per_token = mem.kv_bytes_per_token(model, tp, pp, precision.kv_bytes)
     price = instance.hourly_cost(constraints.capacity_type)
@@ -314,6 +315,23 @@ def plan_serving(
             )
         )
     return _to_plan(model, workload, constraints, catalog, best, max_len, utilization, tuple(alternatives))
+
+
+def _lora_bytes(
+    model: ModelArchitecture, workload: Workload, precision: mem.Precision, tp: int, pp: int
+) -> int:
+    if workload.lora is None:
+        return 0
+    if workload.lora.max_loras < 1:
+        raise UserError(f"max_loras must be at least 1, got {workload.lora.max_loras}", key="lora")
+    return mem.lora_bytes_per_gpu(
+        model,
+        tp,
+        pp,
+        max_loras=workload.lora.max_loras,
+        max_lora_rank=mem.lora_rank_for(workload.lora.max_lora_rank),
+        lora_bytes=precision.act_bytes,  # --lora-dtype auto: the model dtype
+    )
 
 
 def estimated_load_s(candidate: Candidate) -> float:

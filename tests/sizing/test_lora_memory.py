@@ -9,6 +9,8 @@ import pytest
 from infra.errors import UserError
 from infra.sizing import memory as mem
 from infra.sizing.models import load_model
+from infra.sizing.plan import Constraints, LoraSlots, Workload
+from infra.sizing.planner import plan_serving
 
 # Llama-3.1-8B: hidden 4096, 32 heads, 8 KV heads, head_dim 128, intermediate 14336, 32 layers, vocab 128256.
 LLAMA_TP1_LAYER = (3 * 4096 + 4096 + 2 * 4096 + 14336) + (4096 + 2 * 1024 + 4096 + 2 * 14336 + 4096)  # 81920
@@ -63,3 +65,16 @@ def test_unsupported_shapes_name_the_key() -> None:
             max_lora_rank=16,
             lora_bytes=2,
         )
+
+
+def test_a_plan_with_adapters_charges_their_slots_as_weights() -> None:
+    model = load_model("meta-llama/Llama-3.1-8B-Instruct")
+    one_l4 = Constraints(instance_types=("g6.xlarge",), max_nodes_per_replica=1)
+    plain = plan_serving(model, Workload(max_model_len=8192), one_l4)
+    adapters = plan_serving(model, Workload(max_model_len=8192, lora=LoraSlots(4, 12)), one_l4)
+    lora = mem.lora_bytes_per_gpu(model, 1, 1, max_loras=4, max_lora_rank=16, lora_bytes=2)  # rank 12 -> 16
+    assert adapters.memory_per_gpu.weights - plain.memory_per_gpu.weights == lora
+    assert plain.memory_per_gpu.kv_cache - adapters.memory_per_gpu.kv_cache == lora
+    with pytest.raises(UserError) as error:
+        plan_serving(model, Workload(lora=LoraSlots(0, 16)), one_l4)
+    assert error.value.key == "lora"
