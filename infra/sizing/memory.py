@@ -272,6 +272,28 @@ def lora_rank_for(rank: int) -> int:
     )
 
 
+# Architectures whose vLLM 0.33.0 class lists embed_tokens and lm_head in `embedding_modules`, so LoRA wraps
+# the embedding and the LM head too; the others (Qwen2, Mistral, Gemma 2, ...) declare none and only their
+# linear layers get LoRA slots. Checked against vLLM's own classes in tests/sizing/test_lora_memory.py;
+# an architecture in neither list is charged both ends, which can only overestimate.
+LORA_VOCAB_ARCHITECTURES = frozenset({"LlamaForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM"})
+LORA_LINEAR_ONLY_ARCHITECTURES = frozenset(
+    {"MistralForCausalLM", "Qwen2ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM"}
+)
+
+
+def lora_vocab_ends(model: ModelArchitecture, pp: int) -> int:
+    """How many vocabulary-sized LoRA wrappers the fullest stage holds: the embedding (A: vocab x rank, B:
+    hidden x rank) and the LM head's logits processor (A: rank x hidden, B: vocab x rank). With tied
+    embeddings the LM head is the embedding module itself, which vLLM wraps a second time under its own name."""
+    if model.architecture in LORA_LINEAR_ONLY_ARCHITECTURES:
+        return 0
+    last_stage = 2 if model.tie_word_embeddings else 1
+    if pp == 1:
+        return 1 + last_stage
+    return 1 + last_stage if model.tie_word_embeddings else 1  # the last stage holds a tied embedding too
+
+
 def lora_bytes_per_gpu(
     model: ModelArchitecture, tp: int, pp: int, *, max_loras: int, max_lora_rank: int, lora_bytes: int
 ) -> int:
@@ -279,7 +301,7 @@ def lora_bytes_per_gpu(
     took"): every wrapped module holds `max_loras` slots of A (rank x input) and B (output x rank) in the
     LoRA dtype (vllm/lora/layers/*.create_lora_weights, --fully-sharded-loras off). Column-parallel layers
     (qkv, gate_up) keep the full input and their output shard; row-parallel ones (o, down) their input shard
-    and the full output. The embedding's A and the LM head's B span the whole vocabulary on their stage.
+    and the full output. The embedding and the LM head span the whole vocabulary (lora_vocab_ends).
     """
     if model.num_experts or model.is_mla:
         raise UserError(
@@ -293,8 +315,5 @@ def lora_bytes_per_gpu(
     a_inputs = 3 * hidden + q_out + 2 * hidden + intermediate  # qkv (3 slices), o, gate_up (2 slices), down
     b_outputs = q_out + 2 * kv_out + hidden + 2 * intermediate + hidden
     layers = layers_per_stage(model.num_layers, pp) * (a_inputs + b_outputs)
-    vocab = (
-        model.vocab_size + hidden
-    )  # the embedding (A: vocab, B: hidden) or the LM head (A: hidden, B: vocab)
-    ends = 2 * vocab if pp == 1 else vocab
+    ends = lora_vocab_ends(model, pp) * (model.vocab_size + hidden)
     return max_loras * max_lora_rank * (layers + ends) * lora_bytes
