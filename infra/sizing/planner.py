@@ -30,6 +30,7 @@ from infra.sizing.plan import (
     Alternative,
     Constraints,
     GpuShare,
+    LoraSlots,
     MemoryPerGpu,
     ServingPlan,
     Workload,
@@ -317,6 +318,19 @@ def plan_serving(
     return _to_plan(model, workload, constraints, catalog, best, max_len, utilization, tuple(alternatives))
 
 
+def _lora_slots(model: ModelArchitecture, workload: Workload, best: Candidate) -> LoraSlots | None:
+    if workload.lora is None:
+        return None
+    rank = mem.lora_rank_for(workload.lora.max_lora_rank)
+    adapter = mem.lora_bytes_per_gpu(model, 1, 1, max_loras=1, max_lora_rank=rank, lora_bytes=4)
+    return LoraSlots(
+        workload.lora.max_loras,
+        rank,
+        adapter_bytes=adapter,
+        bytes_per_gpu=_lora_bytes(model, workload, best.precision, best.tp, best.pp),
+    )
+
+
 def _lora_bytes(
     model: ModelArchitecture, workload: Workload, precision: mem.Precision, tp: int, pp: int
 ) -> int:
@@ -381,6 +395,13 @@ def _to_plan(
                 f"spot price estimated as on-demand x {SPOT_PRICE_FACTOR:g} (the catalog holds no spot "
                 "prices; real spot prices vary by hour and zone)"
             )
+    if workload.lora is not None:
+        lora = _lora_bytes(model, workload, best.precision, best.tp, best.pp)
+        notes.append(
+            f"LoRA: {workload.lora.max_loras} adapter slot(s) of rank up to "
+            f"{mem.lora_rank_for(workload.lora.max_lora_rank)} take {lora / GIB:.2f} GiB per GPU, "
+            "allocated with the weights"
+        )
     if best.stack_cost is not None and constraints.region != catalog.region:
         notes.append(
             f"prices are {catalog.region} list prices; {constraints.region} prices differ: "
@@ -408,6 +429,7 @@ def _to_plan(
         max_num_seqs=best.num_seqs,
         quantization_arg=best.precision.quantization_arg,
         capacity_type=constraints.capacity_type,
+        lora=_lora_slots(model, workload, best),
         cost_per_hour_usd=best.cost_per_replica,
         stack_cost_per_hour_usd=best.stack_cost,
         priced_for_replicas=workload.replicas,

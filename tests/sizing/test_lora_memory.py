@@ -86,6 +86,17 @@ def test_a_plan_with_adapters_charges_their_slots_as_weights() -> None:
     lora = mem.lora_bytes_per_gpu(model, 1, 1, max_loras=4, max_lora_rank=16, lora_bytes=2)  # rank 12 -> 16
     assert adapters.memory_per_gpu.weights - plain.memory_per_gpu.weights == lora
     assert plain.memory_per_gpu.kv_cache - adapters.memory_per_gpu.kv_cache == lora
+    # the plan says what it sized: vLLM's rank choice, the slots' GPU memory, and an fp32 adapter's disk size
+    assert adapters.lora is not None and plain.lora is None
+    assert (adapters.lora.max_loras, adapters.lora.max_lora_rank, adapters.lora.bytes_per_gpu) == (
+        4,
+        16,
+        lora,
+    )
+    fp32_adapter = mem.lora_bytes_per_gpu(model, 1, 1, max_loras=1, max_lora_rank=16, lora_bytes=4)
+    assert adapters.lora.adapter_bytes == fp32_adapter
+    assert adapters.weights_total_bytes == plain.weights_total_bytes  # slots are allocated, not downloaded
+    assert any(note.startswith("LoRA: 4 adapter slot(s) of rank up to 16") for note in adapters.notes)
     with pytest.raises(UserError) as error:
         plan_serving(model, Workload(lora=LoraSlots(0, 16)), one_l4)
     assert error.value.key == "lora"
