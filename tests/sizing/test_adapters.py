@@ -79,11 +79,11 @@ def test_a_folder_and_a_missing_file(tmp_path: Path) -> None:
         load_adapter_config("not a repo id")
 
 
-def hub_cache(root: Path, repo: str, config: Any, commit: str = "b" * 40) -> Path:
+def hub_cache(root: Path, repo: str, config: Any, *, commit: str = "b" * 40) -> Path:
     """A Hugging Face cache holding one file of `repo` at `main`, as `hf download` leaves it."""
     repo_dir = root / f"models--{repo.replace('/', '--')}"
     write_adapter(repo_dir / "snapshots" / commit, config)
-    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
     (repo_dir / "refs" / "main").write_text(commit)
     return root
 
