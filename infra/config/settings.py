@@ -466,6 +466,13 @@ class StackSettings(BaseModel):
                     f"{serving[0].served_name!r} of revision {serving[0].name!r}; revisions that share "
                     "traffic are one endpoint and must serve one model name (set servedModelName on both)"
                 )
+            adapters = [a.name for a in revision.lora_adapters]
+            if adapters != [a.name for a in serving[0].lora_adapters]:
+                raise ValueError(
+                    f"{revision.key('loraAdapters')}: serves LoRA adapters {adapters}, revision "
+                    f"{serving[0].name!r} {[a.name for a in serving[0].lora_adapters]}; revisions that share "
+                    "traffic must serve the same adapter names, or a request for one fails on the other"
+                )
         for revision in revisions:
             problem = adapters_problem(revision.lora_adapters, revision.served_name)
             if problem:
