@@ -108,6 +108,17 @@ def _model_id(value: str) -> str:
     return value
 
 
+def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
+    """A value that must match `pattern`; the error says it is not `what`."""
+
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
 def _entries(value: Any) -> Any:
     if not isinstance(value, list | tuple):
         raise ValueError(f"must be a list of {{name, source, revision}} entries, got {value!r}")
@@ -136,19 +147,15 @@ class _Strict(BaseModel):
 class LoraAdapter(_Strict):
     """One LoRA adapter a revision serves by name, cached and pulled like the model."""
 
-    name: str
+    name: Annotated[
+        str,
+        _matching(
+            _ADAPTER_NAME,
+            "an adapter name: letters, digits, '.', '_' and '-', at most 64 (clients send it as the model)",
+        ),
+    ]
     source: str
     revision: str = "main"
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _ADAPTER_NAME.match(value):
-            raise ValueError(
-                f"{value!r} is not an adapter name: letters, digits, '.', '_' and '-', at most 64 (clients "
-                "send it as the model)"
-            )
-        return value
 
     @field_validator("source")
     @classmethod
@@ -290,7 +297,14 @@ class EndpointSettings(_Strict):
 class RevisionOverrides(_Strict):
     """One entry of `revisions`: every key left out takes the stack-level key of the same name."""
 
-    name: str
+    name: Annotated[
+        str,
+        _matching(
+            _REVISION_NAME,
+            "a revision name: lowercase letters, digits and -, starting with a letter, at most 20 characters "
+            "(it names the revision's Deployment, Service and GPU pool)",
+        ),
+    ]
     weight: int = Field(ge=0, le=TOTAL_WEIGHT)
     model: ModelId | None = None
     model_revision: str | None = Field(default=None, alias="modelRevision", min_length=1)
@@ -305,16 +319,6 @@ class RevisionOverrides(_Strict):
     gpus: Names | None = None
     instance_types: Names | None = Field(default=None, alias="instanceTypes")
     replicas: ReplicaRange | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _REVISION_NAME.match(value):
-            raise ValueError(
-                f"{value!r} is not a revision name: lowercase letters, digits and -, starting with a letter, "
-                "at most 20 characters (it names the revision's Deployment, Service and GPU pool)"
-            )
-        return value
 
 
 class Revision(BaseModel):
