@@ -229,6 +229,12 @@ def describe_plans(
             f"({plan.capacity_type}), tensor parallel {plan.tensor_parallel_size}, pipeline parallel "
             f"{plan.pipeline_parallel_size}, max_model_len {plan.max_model_len}, KV cache {plan.kv_cache_tokens} "
             f"tokens, {cost}; replicas {revision.replicas.min}-{revision.replicas.max}"
+            + (
+                f"; LoRA adapters {', '.join(a.name for a in revision.lora_adapters)} (max rank "
+                f"{plan.lora.max_lora_rank}, {plan.lora.bytes_per_gpu / 1024**3:.2f} GiB per GPU)"
+                if plan.lora and revision.lora_adapters
+                else ""
+            )
         )
     if cost_at_max is not None:
         lines.append(f"GPU nodes at max replicas: ${cost_at_max:.2f}/h")

@@ -230,6 +230,11 @@ def test_adapters_are_planned_from_their_configs_and_errors_name_the_revisions_k
 
     planned = plan(loraAdapters=adapters)
     assert planned.lora is not None and (planned.lora.max_loras, planned.lora.max_lora_rank) == (1, 8)
+    stack = settings_from_values({"maxModelLen": 8192, "loraAdapters": adapters}, stack="t")
+    line = program.describe_plans(stack, {"primary": planned}, None)
+    assert line.endswith(
+        f"; LoRA adapters sql (max rank 8, {planned.lora.bytes_per_gpu / 1024**3:.2f} GiB per GPU)"
+    )
     with pytest.raises(UserError) as too_large:
         plan(
             revisions=[
