@@ -61,9 +61,8 @@ wiring = program.ServiceWiring(
 )
 
 services: dict[str, VllmService] = {}
-filled: dict[
-    tuple[str, str], VllmService
-] = {}  # one fill Job per cache entry, however many revisions read it
+# one fill Job per cache entry (a model's or an adapter's), however many revisions read it
+filled: dict[tuple[str, str], pulumi.Resource] = {}
 with program.user_errors():
     for index, revision in enumerate(settings.revisions):
         plan = plans[revision.name]
@@ -80,8 +79,9 @@ with program.user_errors():
             ),
             opts=on_cluster,
         )
-        entry = (plan.model, revision.model_revision)
-        filler = filled.get(entry)
+        model_entry, *adapter_entries = program.cache_entries(
+            program.revision_cache(settings, revision, plan)
+        )
         service = VllmService(
             f"{settings.name}-{revision.name}",
             program.vllm_service_args(
@@ -91,17 +91,18 @@ with program.user_errors():
                 wiring,
                 node_selector=pool.node_selector,
                 tolerations=pool.tolerations,
-                fill_cache=filler is None,
+                fill_cache=model_entry not in filled,
+                adapters_filled_elsewhere=frozenset(e for e in adapter_entries if e in filled),
                 fill_after=model_cache.writer_ready,
                 serve_after=[
                     *model_cache.reader_ready,
                     pool,
-                    *([filler.fill_job] if filler and filler.fill_job else []),
+                    *(filled[e] for e in dict.fromkeys([model_entry, *adapter_entries]) if e in filled),
                 ],
             ),
             opts=on_cluster,
         )
-        filled.setdefault(entry, service)
+        filled = {**service.fill_jobs, **filled}
         services[revision.name] = service
 
     endpoint = ServingEndpoint(

@@ -28,6 +28,7 @@ from infra.kubernetes.model_cache import LoadMode
 from infra.kubernetes.nodepools import max_nodes, node_cost_per_hour
 from infra.kubernetes.serving_cache import RevisionCache
 from infra.kubernetes.vllm_workload import SURGE, InstanceShape
+from infra.sizing.adapters import AdapterRef, lora_slots
 from infra.sizing.gpus import load_catalog
 from infra.sizing.models import load_model
 from infra.sizing.plan import Constraints, ServingPlan, Workload
@@ -64,6 +65,7 @@ PLANNER_TO_CONFIG_KEYS = {
     "quantization": "quantization",
     "gpus": "gpus",
     "concurrency": "concurrency",
+    "lora": "loraAdapters",
 }
 
 
@@ -83,6 +85,14 @@ def planner_inputs(settings: StackSettings, revision: Revision) -> tuple[Workloa
         region=settings.region,
     )
     return workload, constraints
+
+
+def adapter_refs(revision: Revision) -> list[AdapterRef]:
+    """Where the planner reads each of the revision's adapters, and the key an error about it names."""
+    return [
+        AdapterRef(adapter.source, adapter.revision, key=f"{revision.key('loraAdapters')}[{index}].source")
+        for index, adapter in enumerate(revision.lora_adapters)
+    ]
 
 
 def as_config_error(error: UserError, revision: Revision) -> UserError:
@@ -105,6 +115,7 @@ def build_plan(settings: StackSettings, revision: Revision) -> ServingPlan:
     try:
         model = load_model(revision.model, revision=revision.model_revision)
         workload, constraints = planner_inputs(settings, revision)
+        workload = replace(workload, lora=lora_slots(adapter_refs(revision)))
         return plan_serving(model, workload, constraints)
     except UserError as error:
         raise as_config_error(error, revision) from None
@@ -218,6 +229,12 @@ def describe_plans(
             f"({plan.capacity_type}), tensor parallel {plan.tensor_parallel_size}, pipeline parallel "
             f"{plan.pipeline_parallel_size}, max_model_len {plan.max_model_len}, KV cache {plan.kv_cache_tokens} "
             f"tokens, {cost}; replicas {revision.replicas.min}-{revision.replicas.max}"
+            + (
+                f"; LoRA adapters {', '.join(a.name for a in revision.lora_adapters)} (max rank "
+                f"{plan.lora.max_lora_rank}, {plan.lora.bytes_per_gpu / 1024**3:.2f} GiB per GPU)"
+                if plan.lora and revision.lora_adapters
+                else ""
+            )
         )
     if cost_at_max is not None:
         lines.append(f"GPU nodes at max replicas: ${cost_at_max:.2f}/h")
@@ -240,6 +257,7 @@ def revision_cache(settings: StackSettings, revision: Revision, plan: ServingPla
             compile_cache=settings.compile_cache,
             load_time_fp8=load_time_fp8(revision),
             region=settings.region,
+            adapters=[(a.name, a.source, a.revision) for a in revision.lora_adapters],
         )
     except ValueError as error:
         raise UserError(str(error), key=revision.key("modelRevision")) from None
@@ -340,6 +358,7 @@ def vllm_service_args(
     node_selector: pulumi.Input[Mapping[str, str]],
     tolerations: pulumi.Input[Sequence[Mapping[str, Any]]],
     fill_cache: bool,
+    adapters_filled_elsewhere: frozenset[tuple[str, str]] = frozenset(),
     fill_after: Sequence[pulumi.Resource],
     serve_after: Sequence[pulumi.Resource],
 ) -> VllmServiceArgs:
@@ -365,6 +384,7 @@ def vllm_service_args(
         extra_args=revision.extra_args,
         extra_args_key=revision.key("extraArgs"),
         fill_cache=fill_cache,
+        adapters_filled_elsewhere=adapters_filled_elsewhere,
         tags=settings.tags,
         fill_after=fill_after,
         serve_after=serve_after,
@@ -397,15 +417,21 @@ def endpoint_args(
     )
 
 
+def cache_entries(cache: RevisionCache) -> list[tuple[str, str]]:
+    """The (Hub id, revision) cache entries a revision reads: its model's, then its adapters'."""
+    return [(cache.model, cache.revision), *((a.model, a.revision) for a in cache.adapters)]
+
+
 def served_models(settings: StackSettings, plans: Mapping[str, ServingPlan]) -> dict[str, dict[str, Any]]:
     """Per revision, what a client and the smoke test check against: the served name, the context length
-    and KV-cache tokens the plan promises, and the traffic weight."""
+    and KV-cache tokens the plan promises, the traffic weight, and the LoRA adapters served by name."""
     return {
         r.name: {
             "servedModelName": r.served_name,
             "maxModelLen": plans[r.name].max_model_len,
             "kvCacheTokens": plans[r.name].kv_cache_tokens,
             "weight": r.weight,
+            **({"loraAdapters": [a.name for a in r.lora_adapters]} if r.lora_adapters else {}),
         }
         for r in settings.revisions
     }

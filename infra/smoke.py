@@ -46,11 +46,13 @@ class RevisionPlan:
     max_model_len: int
     kv_cache_tokens: int | None = None
     weight: int = 100
+    lora_adapters: tuple[str, ...] = ()  # LoRA adapters it serves by name
 
 
 @dataclass(frozen=True)
 class Target:
-    """An endpoint and the revisions that take its traffic (weight > 0; they share one served name)."""
+    """An endpoint and the revisions that take its traffic (weight > 0; they share one served name and
+    the LoRA adapters)."""
 
     url: str
     api_key: str
@@ -59,6 +61,10 @@ class Target:
     @property
     def served_model_name(self) -> str:
         return self.revisions[0].served_model_name
+
+    @property
+    def lora_adapters(self) -> tuple[str, ...]:
+        return self.revisions[0].lora_adapters
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,9 @@ def target_from_outputs(outputs: Mapping[str, Any]) -> Target:
         if not isinstance(entry, dict):
             raise UserError(f"the stack output servedModels.{name} is not an object", key="--stack")
         kv = entry.get("kvCacheTokens")
+        adapters = entry.get("loraAdapters", [])
+        if not isinstance(adapters, list) or not all(isinstance(a, str) for a in adapters):
+            raise UserError(f"the stack output {where}loraAdapters is not a list of names", key="--stack")
         revisions.append(
             RevisionPlan(
                 name=name,
@@ -131,6 +140,7 @@ def target_from_outputs(outputs: Mapping[str, Any]) -> Target:
                 max_model_len=need(entry, "maxModelLen", int, where),
                 kv_cache_tokens=kv if isinstance(kv, int) and not isinstance(kv, bool) else None,
                 weight=need(entry, "weight", int, where),
+                lora_adapters=tuple(adapters),
             )
         )
     live = tuple(revision for revision in revisions if revision.weight > 0)
@@ -140,6 +150,11 @@ def target_from_outputs(outputs: Mapping[str, Any]) -> Target:
     if len(names) > 1:
         raise UserError(
             f"the revisions taking traffic serve different names {names}; one endpoint serves one name",
+            key="--stack",
+        )
+    if len({revision.lora_adapters for revision in live}) > 1:
+        raise UserError(
+            "the revisions taking traffic serve different LoRA adapters; one endpoint serves one set",
             key="--stack",
         )
     return Target(url=url, api_key=api_key, revisions=live)
@@ -216,10 +231,19 @@ def check_models(client: Any, target: Target) -> Check:
             "the server was started with other arguments than the plan's",
             key="maxModelLen",
         )
-    return Check("/v1/models", f"{wanted!r}, max_model_len {reported:,} as planned", elapsed)
+    adapters = {card.id for card in cards if getattr(card, "parent", None) == wanted}
+    missing = [name for name in target.lora_adapters if name not in adapters]
+    if missing:
+        raise UserError(
+            f"the endpoint lists no LoRA adapter {missing[0]!r} of {wanted!r} (it lists {sorted(adapters)}); "
+            "check the revision's lora-pull init containers and vLLM's log",
+            key="loraAdapters",
+        )
+    listed = f", LoRA adapters {', '.join(target.lora_adapters)}" if target.lora_adapters else ""
+    return Check("/v1/models", f"{wanted!r}, max_model_len {reported:,} as planned{listed}", elapsed)
 
 
-def check_chat(client: Any, model: str) -> Check:
+def check_chat(client: Any, model: str, name: str = "chat completion") -> Check:
     started = time.perf_counter()
     completion = client.chat.completions.create(
         model=model,
@@ -232,9 +256,7 @@ def check_chat(client: Any, model: str) -> Check:
     tokens = completion.usage.completion_tokens if completion.usage else None
     if not text and not tokens:
         raise UserError(f"the chat completion from {model!r} came back empty", key="--url")
-    return Check(
-        "chat completion", f"{tokens if tokens is not None else '?'} tokens: {text.strip()[:40]!r}", elapsed
-    )
+    return Check(name, f"{tokens if tokens is not None else '?'} tokens: {text.strip()[:40]!r}", elapsed)
 
 
 def delta_text(delta: Any) -> str:
@@ -364,6 +386,9 @@ def run_smoke(
         report.checks.append(check_models(client, target))
         report.checks.append(check_chat(client, target.served_model_name))
         report.checks.append(check_stream(client, target.served_model_name))
+        if target.lora_adapters:  # one adapter answers: its weights loaded and vLLM routes by its name
+            adapter = target.lora_adapters[0]
+            report.checks.append(check_chat(client, adapter, f"LoRA {adapter!r} completion"))
     if metrics_url is None:
         report.warnings.append(
             "KV-cache check skipped: the endpoint exposes only /v1; port-forward a revision's Service "

@@ -20,12 +20,14 @@ def _target(
     model: str | None,
     max_model_len: str | None,
     kv_cache_tokens: int | None,
+    lora_adapters: tuple[str, ...] = (),
 ) -> Target:
     if stack is not None:
         for option, value in (
             ("--model", model),
             ("--max-model-len", max_model_len),
             ("--kv-cache-tokens", kv_cache_tokens),
+            ("--lora-adapter", lora_adapters or None),
         ):
             if value is not None:
                 raise UserError("comes from the stack outputs with --stack; drop one of them", key=option)
@@ -54,6 +56,7 @@ def _target(
         served_model_name=model,
         max_model_len=parse_token_count(max_model_len, "--max-model-len"),
         kv_cache_tokens=kv_cache_tokens,
+        lora_adapters=lora_adapters,
     )
     return Target(url=url, api_key=api_key, revisions=(revision,))
 
@@ -96,10 +99,16 @@ def smoke_command(
         str | None, typer.Option(help="Revision whose planned KV cache /metrics is compared with")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each request")] = 120.0,
+    lora_adapter: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A LoRA adapter the endpoint must list; the first answers one request (repeatable)"
+        ),
+    ] = None,
 ) -> None:
     """Check a deployed endpoint against its plan: models, a chat and a streamed completion, the KV cache."""
     if timeout <= 0:
         raise UserError(f"must be positive, got {timeout:g}", key="--timeout")
-    target = _target(stack, url, api_key, model, max_model_len, kv_cache_tokens)
+    target = _target(stack, url, api_key, model, max_model_len, kv_cache_tokens, tuple(lora_adapter or ()))
     report = run_smoke(target, metrics_url=metrics_url, revision=revision, timeout_s=timeout)
     _print_report(report, target)

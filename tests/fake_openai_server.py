@@ -2,10 +2,12 @@
 
 Run as a process (tests start it on 127.0.0.1 and stop it by PID):
     python tests/fake_openai_server.py --port P --api-key KEY --model NAME --max-model-len N
-        [--metrics FILE] [--first-token-delay S] [--break-stream] [--max-seconds S]
+        [--lora NAME ...] [--metrics FILE] [--first-token-delay S] [--break-stream] [--max-seconds S]
 
-- GET  /v1/models            -> vLLM's model list: the base card carries max_model_len, a LoRA card a parent
-- POST /v1/chat/completions  -> a completion, or with "stream": true SSE `data:` chunks ending in [DONE]
+- GET  /v1/models            -> vLLM's model list: the base card carries max_model_len, each LoRA adapter's
+                                card (--lora, default one named an-adapter) the base model as its parent
+- POST /v1/chat/completions  -> a completion from the model or an adapter, or with "stream": true SSE
+                                `data:` chunks ending in [DONE]
 - GET  /metrics              -> the exposition text of --metrics, unauthenticated as in vLLM
 /v1/* needs `Authorization: Bearer KEY` and answers 401 otherwise, like vLLM with VLLM_API_KEY.
 The process exits by itself after --max-seconds, so a crashed test cannot leave it behind for long.
@@ -62,7 +64,7 @@ def make_handler(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
                 return
             if not self._authorized():
                 return
-            if body.get("model") != args.model:
+            if body.get("model") not in (args.model, *args.lora):
                 message = f"The model `{body.get('model')}` does not exist."
                 self._json(404, {"error": {"message": message, "type": "NotFoundError", "code": 404}})
                 return
@@ -79,7 +81,7 @@ def make_handler(args: argparse.Namespace) -> type[BaseHTTPRequestHandler]:
                     "id": "chatcmpl-fake",
                     "object": "chat.completion",
                     "created": int(time.time()),
-                    "model": args.model,
+                    "model": body["model"],
                     "choices": [
                         {
                             "index": 0,
@@ -142,8 +144,12 @@ def model_cards(args: argparse.Namespace) -> list[dict[str, object]]:
         "parent": None,
         "max_model_len": args.max_model_len,
     }
-    lora = {**base, "id": "an-adapter", "root": "/adapters/a", "parent": args.model, "max_model_len": None}
-    return [lora, base]
+    # vLLM lists adapters first, each with the base model's name as parent and no max_model_len
+    loras = [
+        {**base, "id": name, "root": f"/models/{name}", "parent": args.model, "max_model_len": None}
+        for name in args.lora
+    ]
+    return [*loras, base]
 
 
 def main() -> None:
@@ -152,11 +158,13 @@ def main() -> None:
     parser.add_argument("--api-key", required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--max-model-len", type=int, required=True)
+    parser.add_argument("--lora", action="append", help="a LoRA adapter it serves (repeatable)")
     parser.add_argument("--metrics")
     parser.add_argument("--first-token-delay", type=float, default=0.0)
     parser.add_argument("--break-stream", action="store_true", help="cut streamed answers off mid-body")
     parser.add_argument("--max-seconds", type=float, default=300.0)
     args = parser.parse_args()
+    args.lora = args.lora or ["an-adapter"]
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(args))
     threading.Timer(args.max_seconds, server.shutdown).start()
     server.serve_forever()

@@ -287,6 +287,34 @@ def test_revisions_inherit_every_key_they_leave_out() -> None:
         ([{"name": "a", "weight": 100, "gpu": ["L4"]}], "revisions[0].gpu: is not a known field"),
         ([{"name": "a", "weight": 100, "extraArgs": "--x"}], "revisions[0].extraArgs: must be a list"),
         ({"name": "a"}, "revisions: must be a list of revisions"),
+        (
+            [
+                {
+                    "name": "a",
+                    "weight": 100,
+                    "loraAdapters": [{"name": "x", "source": "o/x"}, {"name": "x", "source": "o/y"}],
+                }
+            ],
+            "revisions[0].loraAdapters[1].name: 'x' names two adapters",
+        ),
+        (
+            [
+                {
+                    "name": "a",
+                    "weight": 100,
+                    "servedModelName": "qwen",
+                    "loraAdapters": [{"name": "qwen", "source": "o/x"}],
+                }
+            ],
+            "revisions[0].loraAdapters[0].name: 'qwen' is the model's own served name",
+        ),
+        (
+            [
+                {"name": "a", "weight": 50, "loraAdapters": [{"name": "x", "source": "o/x"}]},
+                {"name": "b", "weight": 50},
+            ],
+            "revisions[1].loraAdapters: serves LoRA adapters [], revision 'a' ['x']",
+        ),
     ],
 )
 def test_invalid_revisions_fail_naming_the_key(revisions: Any, expected: str) -> None:
@@ -294,6 +322,44 @@ def test_invalid_revisions_fail_naming_the_key(revisions: Any, expected: str) ->
         settings(revisions=revisions)
     assert str(raised.value).startswith(expected), str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("adapters", "expected"),
+    [
+        ([{"name": "sql lora", "source": "o/x"}], "loraAdapters[0].name: 'sql lora' is not an adapter name"),
+        (
+            [{"name": "sql", "source": "s3://bucket/sql"}],
+            "loraAdapters[0].source: 's3://bucket/sql' is not a Hugging",
+        ),
+        (
+            [{"name": "sql", "source": "o/x", "revision": "a..b"}],
+            "loraAdapters[0].revision: 'a..b' is not a branch",
+        ),
+        ([{"name": "sql"}], "loraAdapters[0].source: is required"),
+        ("o/x", "loraAdapters: must be a list of {name, source, revision} entries"),
+    ],
+)
+def test_invalid_adapters_fail_naming_the_key(adapters: Any, expected: str) -> None:
+    with pytest.raises(UserError) as raised:
+        settings(loraAdapters=adapters)
+    assert str(raised.value).startswith(expected), str(raised.value)
+
+
+def test_adapters_are_inherited_and_a_revision_without_traffic_may_serve_others() -> None:
+    adapters = [
+        {"name": "sql", "source": "org/sql-lora"},
+        {"name": "de", "source": "org/de", "revision": "v2"},
+    ]
+    stable, shadow = settings(
+        loraAdapters=adapters,
+        revisions=[{"name": "stable", "weight": 100}, {"name": "shadow", "weight": 0, "loraAdapters": []}],
+    ).revisions
+    assert [(a.name, a.source, a.revision) for a in stable.lora_adapters] == [
+        ("sql", "org/sql-lora", "main"),
+        ("de", "org/de", "v2"),
+    ]
+    assert shadow.lora_adapters == ()
 
 
 def test_a_revision_without_traffic_may_serve_another_name_and_keeps_running() -> None:

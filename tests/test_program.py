@@ -211,3 +211,39 @@ def test_with_the_plan_system_nodes_get_disk_for_the_fill_job() -> None:
     assert disk >= 60 + cache_disk_gib(plan.weights_total_bytes)
     fp8 = settings_from_values({"quantization": "fp8"}, stack="t")
     assert program.cluster_args(fp8, {"primary": plan}).system_disk_gib > disk
+
+
+def test_adapters_are_planned_from_their_configs_and_errors_name_the_revisions_key(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.sizing.test_adapters import hub_cache
+
+    hub_cache(tmp_path, "org/sql-lora", {"peft_type": "LORA", "r": 8})
+    hub_cache(tmp_path, "org/big-lora", {"peft_type": "LORA", "r": 640})
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    adapters = [{"name": "sql", "source": "org/sql-lora"}]
+
+    def plan(**values: Any) -> Any:
+        stack = settings_from_values({"maxModelLen": 8192, **values}, stack="t")
+        return program.build_plan(stack, stack.revisions[0])
+
+    planned = plan(loraAdapters=adapters)
+    assert planned.lora is not None and (planned.lora.max_loras, planned.lora.max_lora_rank) == (1, 8)
+    stack = settings_from_values({"maxModelLen": 8192, "loraAdapters": adapters}, stack="t")
+    line = program.describe_plans(stack, {"primary": planned}, None)
+    assert line.endswith(
+        f"; LoRA adapters sql (max rank 8, {planned.lora.bytes_per_gpu / 1024**3:.2f} GiB per GPU)"
+    )
+    with pytest.raises(UserError) as too_large:
+        plan(
+            revisions=[
+                {"name": "a", "weight": 100, "loraAdapters": [{"name": "b", "source": "org/big-lora"}]}
+            ]
+        )
+    assert too_large.value.key == "revisions[0].loraAdapters[0].source" and "goes up to 512" in str(
+        too_large.value
+    )
+    with pytest.raises(UserError) as moe:
+        plan(model="Qwen/Qwen3-30B-A3B", loraAdapters=adapters)
+    assert moe.value.key == "loraAdapters" and "mixture of experts" in str(moe.value)

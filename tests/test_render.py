@@ -655,3 +655,98 @@ def test_cli_renders_a_stack_end_to_end(tmp_path: Path) -> None:
     )
     assert unknown.returncode == 2 and unknown.stderr.startswith("error: unknown stack 'nope'")
     assert unknown.stderr.count("\n") == 1
+
+
+LORA_COMMIT = "c" * 40
+TWO_ADAPTERS = {
+    **DEV_LIKE,
+    "hfToken": {"secure": "v1:HFCIPHER"},
+    "maxCostPerHour": 5,
+    "revisions": [
+        {
+            "name": "stable",
+            "weight": 100,
+            "loraAdapters": [
+                {"name": "sql", "source": "someorg/sql-lora"},
+                {"name": "chat-de", "source": "someorg/de-lora", "revision": LORA_COMMIT},
+            ],
+        },
+        {"name": "canary", "weight": 0, "loraAdapters": [{"name": "sql", "source": "someorg/sql-lora"}]},
+    ],
+}
+
+
+def test_a_revision_with_two_adapters_fills_pulls_and_serves_them(
+    stacks_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adapters go through the cache like the model: a fill Job per entry (shared between revisions, with
+    the stack's HF token by reference), a verified pull per adapter onto the model volume, and vLLM serves
+    them by name with the slots the plan sized; every object validates strictly."""
+    from tests.sizing.test_adapters import hub_cache
+
+    hub = tmp_path / "hf-cache"
+    hub_cache(hub, "someorg/sql-lora", {"peft_type": "LORA", "r": 8})
+    hub_cache(hub, "someorg/de-lora", {"peft_type": "LORA", "r": 48}, commit=LORA_COMMIT)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    out = tmp_path / "out"
+    result = render(write_stack(stacks_dir, TWO_ADAPTERS), out)
+
+    pod = _pod(_workload(out, "stable"))
+    inits = {c["name"]: c for c in pod["initContainers"]}
+    assert list(inits)[:3] == ["model-pull", "lora-pull-0", "lora-pull-1"]
+    model_dir = "/models/someorg--sql-lora/main"
+    pull = inits["lora-pull-0"]["args"]
+    assert pull[:7] == [
+        "pull",
+        "--from",
+        inits["model-pull"]["args"][2],
+        "--model",
+        "someorg/sql-lora",
+        "--revision",
+        "main",
+    ]
+    assert pull[pull.index("--to") + 1] == model_dir
+    assert inits["lora-pull-1"]["args"][inits["lora-pull-1"]["args"].index("--revision") + 1] == LORA_COMMIT
+    assert inits["lora-pull-0"]["volumeMounts"][0] == inits["model-pull"]["volumeMounts"][0]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--lora-modules") + 1 : args.index("--lora-modules") + 3] == [
+        f"sql={model_dir}",
+        f"chat-de=/models/someorg--de-lora/{LORA_COMMIT}",
+    ]
+    assert "--enable-lora" in args
+    assert args[args.index("--max-loras") + 1] == "2" and args[args.index("--max-lora-rank") + 1] == "64"
+    canary = _pod(_workload(out, "canary"))
+    assert [c["name"] for c in canary["initContainers"]][:2] == ["model-pull", "lora-pull-0"]
+    assert _plan(result, "canary")["lora"]["max_lora_rank"] == 8
+
+    # one Job per cache entry: the model (both revisions), sql (both), de; each with the token by reference
+    jobs = [yaml.safe_load(p.read_text()) for p in (out / "kubernetes").rglob("job-*model-cache-fill-*.yaml")]
+    pushed = sorted(tuple(j["spec"]["template"]["spec"]["containers"][0]["args"][1:4]) for j in jobs)
+    assert pushed == [
+        ("Qwen/Qwen3-8B", "--revision", "main"),
+        ("someorg/de-lora", "--revision", LORA_COMMIT),
+        ("someorg/sql-lora", "--revision", "main"),
+    ]
+    for job in jobs:
+        (token,) = [
+            e for e in job["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "HF_TOKEN"
+        ]
+        assert token["valueFrom"]["secretKeyRef"]["key"] == "token"
+    assert result.outputs["servedModels"]["stable"]["loraAdapters"] == ["sql", "chat-de"]
+    for manifest_path in out.rglob("*.yaml"):
+        manifest = yaml.safe_load(manifest_path.read_text())
+        if is_custom_resource(manifest):
+            validate_custom_resource(manifest)
+            continue
+        for version in KUBERNETES_VERSIONS:
+            kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def test_an_adapter_the_planner_cannot_read_fails_naming_its_key(
+    stacks_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(UserError) as error:
+        render(write_stack(stacks_dir, TWO_ADAPTERS), tmp_path / "out")
+    assert error.value.key == "revisions[0].loraAdapters[0].source"
+    assert "someorg/sql-lora@main" in str(error.value) and "\n" not in str(error.value)

@@ -407,3 +407,46 @@ def test_a_reasoning_model_streams_thinking_first_and_that_is_its_first_token(
         }
     )
     assert delta_text(chunk.choices[0].delta) == text
+
+
+# --- LoRA adapters ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lora_server() -> Iterator[str]:
+    url, process = start_fake_server("--lora", "sql", "--lora", "chat-de")
+    try:
+        yield url
+    finally:
+        stop_process(process)
+
+
+def test_adapters_are_listed_and_one_answers(lora_server: str, tmp_path: Path, smoke: SmokeRunner) -> None:
+    outputs = stack_outputs(lora_server)
+    for entry in outputs["servedModels"].values():  # type: ignore[union-attr]
+        entry["loraAdapters"] = ["sql", "chat-de"]
+    result = smoke("--stack", "dev", path=fake_pulumi(tmp_path, outputs))
+    assert result.returncode == 0, result.stderr
+    assert "max_model_len 32,768 as planned, LoRA adapters sql, chat-de" in result.stdout
+    assert "LoRA 'sql' completion" in result.stdout and "7 tokens: 'Hello! How can I help?'" in result.stdout
+
+
+def test_an_adapter_the_endpoint_does_not_list_is_one_line(lora_server: str, smoke: SmokeRunner) -> None:
+    result = smoke(*url_args(lora_server), "--lora-adapter", "sql", "--lora-adapter", "fr")
+    assert_one_line_failure(result, "loraAdapters:", "no LoRA adapter 'fr'", "['chat-de', 'sql']")
+    # without adapters to check, the smoke test asks nothing of them (the fake lists two)
+    assert smoke(*url_args(lora_server)).returncode == 0
+
+
+def test_revisions_with_traffic_must_serve_the_same_adapters() -> None:
+    outputs = stack_outputs("http://127.0.0.1:1")
+    served = outputs["servedModels"]
+    served["qwen3-8b-v1"]["loraAdapters"] = ["sql"]  # type: ignore[index]
+    served["qwen3-8b-v2"].update(weight=50, maxModelLen=MAX_MODEL_LEN)  # type: ignore[index]
+    with pytest.raises(UserError, match="different LoRA adapters"):
+        target_from_outputs(outputs)
+    served["qwen3-8b-v2"]["loraAdapters"] = ["sql"]  # type: ignore[index]
+    assert target_from_outputs(outputs).lora_adapters == ("sql",)
+    served["qwen3-8b-v2"]["loraAdapters"] = "sql"  # type: ignore[index]
+    with pytest.raises(UserError, match="loraAdapters is not a list of names"):
+        target_from_outputs(outputs)

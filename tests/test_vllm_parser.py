@@ -9,6 +9,7 @@ worker, and the flags the preview refuses (which the real parser must refuse too
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -132,9 +133,39 @@ PATCHES = {
 }
 
 
+# A revision serving two LoRA adapters; their adapter_config.json comes from a local Hub cache (offline).
+LORA_COMMIT = "c" * 40
+TWO_ADAPTERS = {
+    "model": "Qwen/Qwen3-8B",
+    "maxModelLen": 8192,
+    "gpus": ["L4"],
+    "loraAdapters": [
+        {"name": "sql", "source": "someorg/sql-lora"},
+        {"name": "chat-de", "source": "someorg/de-lora", "revision": LORA_COMMIT},
+    ],
+}
+
+
+def lora_pod_arguments(hub: Path) -> dict[str, tuple[ServingPlan, list[str]]]:
+    from tests.sizing.test_adapters import hub_cache
+
+    hub_cache(hub, "someorg/sql-lora", {"peft_type": "LORA", "r": 8})
+    hub_cache(hub, "someorg/de-lora", {"peft_type": "LORA", "r": 48}, commit=LORA_COMMIT)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_CACHE", str(hub))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        return pod_arguments(TWO_ADAPTERS, "lora")
+
+
 @pytest.fixture(scope="module")
-def parsed() -> dict[str, Any]:
+def lora_args(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[ServingPlan, list[str]]]:
+    return lora_pod_arguments(tmp_path_factory.mktemp("hf-cache"))
+
+
+@pytest.fixture(scope="module")
+def parsed(lora_args: dict[str, tuple[ServingPlan, list[str]]]) -> dict[str, Any]:
     cases = {name: [model_id, *plan_args(plan)] for name, (model_id, plan) in PLANS.items()}
+    cases |= {name: args for name, (_, args) in lora_args.items()}
     cases |= {f"patch-{mode}": patch.model_args for mode, patch in PATCHES.items()}
     cases |= {name: args for name, (_, args) in POD_ARGS.items()}
     cases |= {name: ["m", *args] for name, args in REFUSED.items()}
@@ -164,6 +195,26 @@ def test_every_stacks_full_argument_list_parses_as_planned(parsed: dict[str, Any
     assert values["gpu_memory_utilization"] == pytest.approx(plan.gpu_memory_utilization)
     assert values["port"] == 8000 and values["model"].startswith("/models/")
     assert len(values["served_model_name"]) == 1
+
+
+def test_a_revision_with_two_adapters_serves_them_with_the_planned_slots(
+    parsed: dict[str, Any], lora_args: dict[str, tuple[ServingPlan, list[str]]]
+) -> None:
+    """vLLM's own parser reads --enable-lora, one slot per adapter at the largest rank rounded to its
+    choices (48 -> 64), and both adapters by name at the paths their init containers pull to."""
+    (name,) = lora_args
+    plan, _ = lora_args[name]
+    result = parsed[name]
+    assert result["ok"], result["error"]
+    values = result["values"]
+    assert plan.lora is not None and (plan.lora.max_loras, plan.lora.max_lora_rank) == (2, 64)
+    assert values["enable_lora"] is True
+    assert (values["max_loras"], values["max_lora_rank"]) == (2, 64)
+    modules = values["lora_modules"]
+    assert len(modules) == 2
+    assert "name='sql'" in modules[0] and "path='/models/someorg--sql-lora/main'" in modules[0]
+    assert "name='chat-de'" in modules[1] and f"path='/models/someorg--de-lora/{LORA_COMMIT}'" in modules[1]
+    assert values["served_model_name"] == ["Qwen/Qwen3-8B"] and values["model"].startswith("/models/")
 
 
 def multi_node_cases() -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from infra.components import kubernetes_labels
 from infra.components.serving_secrets import API_KEY_SECRET_KEY, HF_TOKEN_SECRET_KEY
 from infra.kubernetes import serving_cache, vllm_workload
 from infra.kubernetes.model_cache import SecretKeyRef
-from infra.kubernetes.serving_cache import RevisionCache
+from infra.kubernetes.serving_cache import AdapterCache, RevisionCache
 from infra.kubernetes.vllm_workload import InstanceShape, WorkloadSpec
 from infra.sizing.plan import ServingPlan
 
@@ -48,6 +48,8 @@ class VllmServiceArgs:
     extra_args_key: str = "extraArgs"
     hf_token_secret_name: pulumi.Input[str | None] | None = None  # the fill Job's token; never the pods'
     fill_cache: bool = True  # False when another revision's Job fills the same entry
+    # (Hub id, revision) of adapters whose entries another revision's Jobs fill
+    adapters_filled_elsewhere: frozenset[tuple[str, str]] = frozenset()
     tags: Mapping[str, str] = field(default_factory=dict)
     fill_after: Sequence[pulumi.Resource] = ()  # the writer identity
     serve_after: Sequence[pulumi.Resource] = ()  # the reader identity, the GPU pool, other fills
@@ -102,32 +104,21 @@ class VllmService(pulumi.ComponentResource):
     workload_name: pulumi.Output[str]
     workload_kind: pulumi.Output[str]  # Deployment or LeaderWorkerSet (what an autoscaler targets)
     fill_job: k8s.batch.v1.Job | None  # None when another revision fills the same cache entry
+    fill_jobs: dict[tuple[str, str], k8s.batch.v1.Job]  # every Job it created, by (Hub id, revision)
 
     def __init__(self, name: str, args: VllmServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-serving:index:VllmService", name, None, opts)
         labels = kubernetes_labels(args.tags)
 
         self.fill_job = None
+        self.fill_jobs = {}
         if args.fill_cache:
-            job = pulumi.Output.all(args.namespace, args.image, args.bucket, args.hf_token_secret_name).apply(
-                lambda v: serving_cache.revision_fill_job(
-                    args.cache,
-                    bucket=v[2],
-                    namespace=v[0],
-                    image=v[1],
-                    writer_service_account=args.writer_service_account,
-                    hf_token_secret=SecretKeyRef(v[3], HF_TOKEN_SECRET_KEY) if v[3] else None,
-                    labels=labels,
-                )
-            )
-            self.fill_job = k8s.batch.v1.Job(
-                f"{name}-fill",
-                metadata=job.apply(lambda m: m["metadata"]),
-                spec=job.apply(lambda m: m["spec"]),
-                opts=pulumi.ResourceOptions(
-                    parent=self, depends_on=list(args.fill_after), delete_before_replace=True
-                ),
-            )
+            self.fill_job = self._fill(f"{name}-fill", args.cache, args, labels)
+            self.fill_jobs[(args.cache.model, args.cache.revision)] = self.fill_job
+        for adapter in args.cache.adapters:
+            entry = (adapter.model, adapter.revision)
+            if entry not in self.fill_jobs and entry not in args.adapters_filled_elsewhere:
+                self.fill_jobs[entry] = self._fill(f"{name}-fill-lora-{adapter.name}", adapter, args, labels)
 
         manifests = pulumi.Output.all(
             args.namespace,
@@ -148,7 +139,7 @@ class VllmService(pulumi.ComponentResource):
                 )
             )
         )
-        after = [*args.serve_after, *([self.fill_job] if self.fill_job else [])]
+        after = [*args.serve_after, *self.fill_jobs.values()]
         serve = pulumi.ResourceOptions(parent=self, depends_on=after)
         workload = manifests.apply(lambda m: m[0])
         if args.plan.nodes_per_replica > 1:
@@ -194,4 +185,33 @@ class VllmService(pulumi.ComponentResource):
                 "workloadName": self.workload_name,
                 "workloadKind": self.workload_kind,
             }
+        )
+
+    def _fill(
+        self,
+        name: str,
+        cache: RevisionCache | AdapterCache,
+        args: VllmServiceArgs,
+        labels: Mapping[str, str],
+    ) -> k8s.batch.v1.Job:
+        """The Job that pushes one cache entry (the model's or an adapter's) from the Hub, as the writer;
+        with the stack's HF token Secret when it has one (gated models and adapters)."""
+        job = pulumi.Output.all(args.namespace, args.image, args.bucket, args.hf_token_secret_name).apply(
+            lambda v: serving_cache.revision_fill_job(
+                cache,
+                bucket=v[2],
+                namespace=v[0],
+                image=v[1],
+                writer_service_account=args.writer_service_account,
+                hf_token_secret=SecretKeyRef(v[3], HF_TOKEN_SECRET_KEY) if v[3] else None,
+                labels=labels,
+            )
+        )
+        return k8s.batch.v1.Job(
+            name,
+            metadata=job.apply(lambda m: m["metadata"]),
+            spec=job.apply(lambda m: m["spec"]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=list(args.fill_after), delete_before_replace=True
+            ),
         )

@@ -33,12 +33,14 @@ from pydantic import (
 from infra.aws_regions import region_problem
 from infra.config.schema import PROJECT, did_you_mean, load_schema
 from infra.errors import UserError
+from infra.modelcache.layout import validate_revision
 from infra.sizing.memory import (
     CHECKPOINT_QUANTIZATION,
     DTYPE_CHOICES,
     KV_CACHE_DTYPE_BYTES,
     ONLINE_QUANTIZATION,
 )
+from infra.sizing.models import is_repo_id
 
 KUBERNETES_VERSIONS = ("1.31", "1.32", "1.33")  # what kubernetesVersion allows; render tests validate each
 KubernetesVersion = Literal["1.31", "1.32", "1.33"]
@@ -60,6 +62,7 @@ _EKS_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _REVISION_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
 _MODEL = re.compile(r"^[^\s]+$")
+_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _CIDR = re.compile(r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")
 _CERTIFICATE_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$")
@@ -105,6 +108,23 @@ def _model_id(value: str) -> str:
     return value
 
 
+def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
+    """A value that must match `pattern`; the error says it is not `what`."""
+
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _entries(value: Any) -> Any:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"must be a list of {{name, source, revision}} entries, got {value!r}")
+    return tuple(value)
+
+
 def _arg_list(value: Any) -> Any:
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
         raise ValueError(f"must be a list of vLLM arguments as strings, got {value!r}")
@@ -122,6 +142,52 @@ VllmArgs = Annotated[tuple[str, ...], BeforeValidator(_arg_list)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, strict=True)
+
+
+class LoraAdapter(_Strict):
+    """One LoRA adapter a revision serves by name, cached and pulled like the model."""
+
+    name: Annotated[
+        str,
+        _matching(
+            _ADAPTER_NAME,
+            "an adapter name: letters, digits, '.', '_' and '-', at most 64 (clients send it as the model)",
+        ),
+    ]
+    source: str
+    revision: str = "main"
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if not is_repo_id(value):
+            raise ValueError(
+                f"{value!r} is not a Hugging Face repo id (org/name); the fill Job pushes adapters from the "
+                "Hub into the model cache"
+            )
+        return value
+
+    @field_validator("revision")
+    @classmethod
+    def _revision(cls, value: str) -> str:
+        try:
+            return validate_revision(value)
+        except UserError:
+            raise ValueError(f"{value!r} is not a branch, tag or commit") from None
+
+
+LoraAdapters = Annotated[tuple[LoraAdapter, ...], BeforeValidator(_entries)]
+
+
+def adapters_problem(adapters: tuple[LoraAdapter, ...], served_name: str) -> str | None:
+    """Why a revision's adapters cannot be served side by side: a name twice, or the model's own name."""
+    names = [adapter.name for adapter in adapters]
+    for index, name in enumerate(names):
+        if names.index(name) != index:
+            return f"[{index}].name: {name!r} names two adapters; clients pick an adapter by its name"
+        if name == served_name:
+            return f"[{index}].name: {name!r} is the model's own served name; give the adapter another"
+    return None
 
 
 class ReplicaRange(_Strict):
@@ -231,12 +297,20 @@ class EndpointSettings(_Strict):
 class RevisionOverrides(_Strict):
     """One entry of `revisions`: every key left out takes the stack-level key of the same name."""
 
-    name: str
+    name: Annotated[
+        str,
+        _matching(
+            _REVISION_NAME,
+            "a revision name: lowercase letters, digits and -, starting with a letter, at most 20 characters "
+            "(it names the revision's Deployment, Service and GPU pool)",
+        ),
+    ]
     weight: int = Field(ge=0, le=TOTAL_WEIGHT)
     model: ModelId | None = None
     model_revision: str | None = Field(default=None, alias="modelRevision", min_length=1)
     served_model_name: str | None = Field(default=None, alias="servedModelName")
     extra_args: VllmArgs | None = Field(default=None, alias="extraArgs")
+    lora_adapters: LoraAdapters | None = Field(default=None, alias="loraAdapters")
     max_model_len: int | None = Field(default=None, alias="maxModelLen", ge=0, le=10_000_000)
     concurrency: int | None = Field(default=None, ge=1, le=4096)
     dtype: Dtype | None = None
@@ -245,16 +319,6 @@ class RevisionOverrides(_Strict):
     gpus: Names | None = None
     instance_types: Names | None = Field(default=None, alias="instanceTypes")
     replicas: ReplicaRange | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _REVISION_NAME.match(value):
-            raise ValueError(
-                f"{value!r} is not a revision name: lowercase letters, digits and -, starting with a letter, "
-                "at most 20 characters (it names the revision's Deployment, Service and GPU pool)"
-            )
-        return value
 
 
 class Revision(BaseModel):
@@ -269,6 +333,7 @@ class Revision(BaseModel):
     model_revision: str
     served_model_name: str  # empty: the model id
     extra_args: tuple[str, ...]
+    lora_adapters: tuple[LoraAdapter, ...]
     max_model_len: int
     concurrency: int
     dtype: str
@@ -289,8 +354,8 @@ class Revision(BaseModel):
 
 # Revision fields a stack-level key supplies when the revision leaves them out.
 INHERITED = (
-    "model", "model_revision", "served_model_name", "extra_args", "max_model_len", "concurrency", "dtype",
-    "quantization", "kv_cache_dtype", "gpus", "instance_types", "replicas",
+    "model", "model_revision", "served_model_name", "extra_args", "lora_adapters", "max_model_len", "concurrency",
+    "dtype", "quantization", "kv_cache_dtype", "gpus", "instance_types", "replicas",
 )  # fmt: skip
 
 
@@ -307,6 +372,7 @@ class StackSettings(BaseModel):
     model_revision: str = Field(alias="modelRevision", min_length=1)
     served_model_name: str = Field(alias="servedModelName")
     extra_args: VllmArgs = Field(alias="extraArgs")
+    lora_adapters: LoraAdapters = Field(alias="loraAdapters")
     max_model_len: int = Field(alias="maxModelLen", ge=0, le=10_000_000, strict=True)
     concurrency: int = Field(alias="concurrency", ge=1, le=4096, strict=True)
     dtype: Dtype = Field(alias="dtype")
@@ -404,7 +470,17 @@ class StackSettings(BaseModel):
                     f"{serving[0].served_name!r} of revision {serving[0].name!r}; revisions that share "
                     "traffic are one endpoint and must serve one model name (set servedModelName on both)"
                 )
+            adapters = [a.name for a in revision.lora_adapters]
+            if adapters != [a.name for a in serving[0].lora_adapters]:
+                raise ValueError(
+                    f"{revision.key('loraAdapters')}: serves LoRA adapters {adapters}, revision "
+                    f"{serving[0].name!r} {[a.name for a in serving[0].lora_adapters]}; revisions that share "
+                    "traffic must serve the same adapter names, or a request for one fails on the other"
+                )
         for revision in revisions:
+            problem = adapters_problem(revision.lora_adapters, revision.served_name)
+            if problem:
+                raise ValueError(f"{revision.key('loraAdapters')}{problem}")
             if revision.quantization == "fp8" and revision.dtype == "float16":
                 raise ValueError(
                     f"{revision.key('quantization')}: fp8 quantizes from bfloat16 weights; use dtype auto or "

@@ -234,6 +234,14 @@ class CompileCacheShape:
 
 
 @dataclass(frozen=True)
+class CachedAdapter:
+    """A LoRA adapter served by `name`, pulled from its own cache entry next to the model."""
+
+    name: str
+    cache: ModelCacheRef
+
+
+@dataclass(frozen=True)
 class ServingCacheArgs:
     """How one serving pod gets its model from the cache."""
 
@@ -252,6 +260,7 @@ class ServingCacheArgs:
     runai_concurrency: int = 16  # Run:ai streamer's parallel S3 reads per file
     compile_cache: CompileCacheShape | None = None
     init_resources: Resources = Resources(cpu="2", memory="2Gi")
+    adapters: tuple[CachedAdapter, ...] = ()  # always pulled onto the volume, whatever the mode
 
     def __post_init__(self) -> None:
         if self.mode is LoadMode.RUNAI_STREAMER:
@@ -262,7 +271,16 @@ class ServingCacheArgs:
     @property
     def model_dir(self) -> str:
         """Where the local-mode pull puts the model (and vLLM's --model points)."""
-        return f"{self.mount_path}/{model_slug(self.cache.model)}/{self.cache.revision}"
+        return self.entry_dir(self.cache)
+
+    def entry_dir(self, cache: ModelCacheRef) -> str:
+        """Where a pull puts one cache entry (the model's, or an adapter's) on the model volume."""
+        return f"{self.mount_path}/{model_slug(cache.model)}/{cache.revision}"
+
+    @property
+    def local_volume(self) -> bool:
+        """Whether the pod needs the model volume: the local pull, or adapters to pull."""
+        return self.mode is LoadMode.LOCAL or bool(self.adapters)
 
 
 @dataclass(frozen=True)
@@ -292,27 +310,25 @@ def model_volume(args: ServingCacheArgs) -> Manifest:
     return {"name": MODEL_VOLUME, "emptyDir": {"sizeLimit": f"{args.volume_size_gib}Gi"}}
 
 
-def model_pull_init_container(args: ServingCacheArgs) -> Manifest:
-    """local mode: pull the entry onto the node; runai_streamer mode: only refuse an incomplete entry."""
-    if args.mode is LoadMode.LOCAL:
-        name = "model-pull"
-        tool_args = [
-            "pull", "--from", args.cache.root_uri, "--model", args.cache.model, "--revision", args.cache.revision,
-            "--to", args.model_dir,
-        ]  # fmt: skip
-        if args.pull_concurrency is not None:
-            tool_args += ["--concurrency", str(args.pull_concurrency)]
-        if args.pull_chunk_size_mib is not None:
-            tool_args += ["--chunk-size-mib", str(args.pull_chunk_size_mib)]
-        if args.volume is VolumeKind.EMPTY_DIR:
-            # An emptyDir dies with the pod, so a node crash cannot leave a torn file for a later pull to
-            # trust; fsync would only wait for the disk. A hostPath outlives the node's page cache: keep it.
-            tool_args.append("--no-fsync")
-        mounts = [{"name": MODEL_VOLUME, "mountPath": args.mount_path}]
-    else:
-        name = "model-check"
-        tool_args = ["verify", "--from", args.cache.entry().uri]
-        mounts = []
+def _pull_args(args: ServingCacheArgs, cache: ModelCacheRef) -> list[str]:
+    tool_args = [
+        "pull", "--from", cache.root_uri, "--model", cache.model, "--revision", cache.revision,
+        "--to", args.entry_dir(cache),
+    ]  # fmt: skip
+    if args.pull_concurrency is not None:
+        tool_args += ["--concurrency", str(args.pull_concurrency)]
+    if args.pull_chunk_size_mib is not None:
+        tool_args += ["--chunk-size-mib", str(args.pull_chunk_size_mib)]
+    if args.volume is VolumeKind.EMPTY_DIR:
+        # An emptyDir dies with the pod, so a node crash cannot leave a torn file for a later pull to
+        # trust; fsync would only wait for the disk. A hostPath outlives the node's page cache: keep it.
+        tool_args.append("--no-fsync")
+    return tool_args
+
+
+def _cache_tool_container(
+    args: ServingCacheArgs, name: str, tool_args: list[str], mounts: list[Manifest]
+) -> Manifest:
     return {
         "name": name,
         "image": args.image,
@@ -323,6 +339,31 @@ def model_pull_init_container(args: ServingCacheArgs) -> Manifest:
         "securityContext": container_security_context(),
         "volumeMounts": [*mounts, {"name": TMP_VOLUME, "mountPath": "/tmp"}],
     }
+
+
+def model_pull_init_container(args: ServingCacheArgs) -> Manifest:
+    """local mode: pull the entry onto the node; runai_streamer mode: only refuse an incomplete entry."""
+    if args.mode is LoadMode.LOCAL:
+        volume = [{"name": MODEL_VOLUME, "mountPath": args.mount_path}]
+        return _cache_tool_container(args, "model-pull", _pull_args(args, args.cache), volume)
+    return _cache_tool_container(args, "model-check", ["verify", "--from", args.cache.entry().uri], [])
+
+
+def adapter_pull_init_containers(args: ServingCacheArgs) -> list[Manifest]:
+    """One verified pull per LoRA adapter, onto the model volume next to the weights (numbered: adapter
+    names need not be DNS labels)."""
+    volume = [{"name": MODEL_VOLUME, "mountPath": args.mount_path}]
+    return [
+        _cache_tool_container(args, f"lora-pull-{index}", _pull_args(args, adapter.cache), volume)
+        for index, adapter in enumerate(args.adapters)
+    ]
+
+
+def lora_module_args(args: ServingCacheArgs) -> list[str]:
+    """vLLM's `--lora-modules name=path ...` for the pulled adapters (none without adapters)."""
+    if not args.adapters:
+        return []
+    return ["--lora-modules", *(f"{a.name}={args.entry_dir(a.cache)}" for a in args.adapters)]
 
 
 def compile_cache_init_container(args: ServingCacheArgs) -> Manifest | None:
@@ -361,15 +402,15 @@ def vllm_load_settings(args: ServingCacheArgs) -> tuple[list[str], list[Manifest
         ]  # fmt: skip
     if args.compile_cache is not None:
         env.append(_env("VLLM_CACHE_ROOT", COMPILE_CACHE_DIR))
-    return vllm_args, env
+    return [*vllm_args, *lora_module_args(args)], env
 
 
 def serving_pod_patch(args: ServingCacheArgs) -> ServingPodPatch:
     """Everything a serving pod needs from the cache, for the workload builder to merge in."""
-    init_containers = [model_pull_init_container(args)]
+    init_containers = [model_pull_init_container(args), *adapter_pull_init_containers(args)]
     volumes = [_tmp_volume()]
     mounts: list[Manifest] = []
-    if args.mode is LoadMode.LOCAL:
+    if args.local_volume:
         volumes.append(model_volume(args))
         mounts.append({"name": MODEL_VOLUME, "mountPath": args.mount_path, "readOnly": True})
     compile_init = compile_cache_init_container(args)

@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from infra.kubernetes.model_cache import (
+    CachedAdapter,
     CompileCacheShape,
     FillJobArgs,
     LoadMode,
@@ -125,6 +126,28 @@ def fill_job_name(model: str, revision: str) -> str:
 
 
 @dataclass(frozen=True)
+class AdapterCache:
+    """A LoRA adapter's entry in the stack's cache: filled by its own Job, pulled next to the model."""
+
+    name: str  # what clients send as the model
+    model: str  # the adapter's Hub repo id
+    revision: str
+    checkpoint_bytes: int  # at most what its fill downloads (the plan's fp32 bound)
+    region: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_bytes <= 0:
+            raise ValueError("checkpoint_bytes must be positive")
+
+    def ref(self, bucket: str) -> ModelCacheRef:
+        return ModelCacheRef(bucket=bucket, model=self.model, revision=self.revision)
+
+    @property
+    def fill_job_name(self) -> str:
+        return fill_job_name(self.model, self.revision)
+
+
+@dataclass(frozen=True)
 class RevisionCache:
     """One revision's entry in the stack's cache: what its fill Job pushes and its serving pods read."""
 
@@ -136,6 +159,7 @@ class RevisionCache:
     load_mode: LoadMode = LoadMode.LOCAL
     compile_cache: bool = True
     region: str | None = None
+    adapters: tuple[AdapterCache, ...] = ()
 
     def __post_init__(self) -> None:
         if self.checkpoint_bytes <= 0 or self.tensor_parallel_size < 1:
@@ -152,8 +176,13 @@ class RevisionCache:
         compile_cache: bool,
         load_time_fp8: bool,
         region: str | None,
+        adapters: Sequence[tuple[str, str, str]] = (),
     ) -> RevisionCache:
-        """The cache a plan needs: its model's size on disk, and its compile-cache shape (TP, GPU type)."""
+        """The cache a plan needs: its model's size on disk, its compile-cache shape (TP, GPU type), and
+        its LoRA adapters as (name, Hub id, revision), each sized by the plan's bound for one adapter."""
+        if adapters and plan.lora is None:
+            raise ValueError("a plan without LoRA slots cannot serve adapters")
+        adapter_bytes = plan.lora.adapter_bytes if plan.lora else 0
         return RevisionCache(
             model=plan.model,
             revision=revision,
@@ -163,10 +192,19 @@ class RevisionCache:
             load_mode=load_mode,
             compile_cache=compile_cache,
             region=region,
+            adapters=tuple(
+                AdapterCache(name, source, rev, adapter_bytes, region) for name, source, rev in adapters
+            ),
         )
 
     def ref(self, bucket: str) -> ModelCacheRef:
         return ModelCacheRef(bucket=bucket, model=self.model, revision=self.revision)
+
+    @property
+    def local_bytes(self) -> int:
+        """What a serving node stores: the checkpoint when pulled (local mode), and every adapter."""
+        model = self.checkpoint_bytes if self.load_mode is LoadMode.LOCAL else 0
+        return model + sum(adapter.checkpoint_bytes for adapter in self.adapters)
 
     @property
     def fill_job_name(self) -> str:
@@ -174,7 +212,7 @@ class RevisionCache:
 
 
 def revision_fill_job(
-    cache: RevisionCache,
+    cache: RevisionCache | AdapterCache,
     *,
     bucket: str,
     namespace: str,
@@ -183,9 +221,9 @@ def revision_fill_job(
     hf_token_secret: SecretKeyRef | None,
     labels: Mapping[str, str],
 ) -> Manifest:
-    """The Job that pushes the revision from the Hub into the bucket, as the writer; `pulumi up` waits for
-    it (annotations for the Kubernetes provider: a timeout sized for the download, and a failed Job is
-    replaced on the next `up`)."""
+    """The Job that pushes the revision (or one of its adapters) from the Hub into the bucket, as the
+    writer; `pulumi up` waits for it (annotations for the Kubernetes provider: a timeout sized for the
+    download, and a failed Job is replaced on the next `up`)."""
     job = fill_job(
         FillJobArgs(
             name=cache.fill_job_name,
@@ -228,8 +266,9 @@ def revision_cache_patch(
             service_account_name=reader_service_account,
             mode=cache.load_mode,
             volume=VolumeKind.EMPTY_DIR,
-            volume_size_gib=cache_disk_gib(cache.checkpoint_bytes),
+            volume_size_gib=cache_disk_gib(cache.local_bytes or cache.checkpoint_bytes),
             region=cache.region,
             compile_cache=compile_cache,
+            adapters=tuple(CachedAdapter(a.name, a.ref(bucket)) for a in cache.adapters),
         )
     )

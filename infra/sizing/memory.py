@@ -228,10 +228,14 @@ def memory_per_gpu(
     gpu_memory_utilization: float,
     batched_tokens: int,
     num_seqs: int,
+    lora_bytes: int = 0,
 ) -> MemoryPerGpu:
-    """Bytes per GPU on the fullest rank; `kv_cache` is negative when the model does not fit."""
+    """Bytes per GPU on the fullest rank; `kv_cache` is negative when the model does not fit.
+
+    `lora_bytes` (lora_bytes_per_gpu) are allocated with the model, so vLLM counts them as weights too.
+    """
     budget = math.ceil(gpu.total_bytes * gpu_memory_utilization)
-    weights = weight_bytes_per_gpu(model, precision, tp, pp)
+    weights = weight_bytes_per_gpu(model, precision, tp, pp) + lora_bytes
     activations = activation_peak_bytes(model, precision, tp, batched_tokens, num_seqs)
     other = non_torch_bytes(tp * pp)
     graphs = vc.CUDA_GRAPH_BYTES
@@ -252,3 +256,64 @@ def blocks_per_request(max_model_len: int) -> int:
 def max_concurrency(num_blocks: int, max_model_len: int) -> float:
     """README (d) 6: full-length requests that fit at once, as vLLM logs it."""
     return num_blocks / blocks_per_request(max_model_len)
+
+
+# `--max-lora-rank` choices of vLLM 0.33.0 (serve-flags.json).
+LORA_RANK_CHOICES = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def lora_rank_for(rank: int) -> int:
+    """The smallest `--max-lora-rank` vLLM accepts that holds adapters of rank `rank` (adapter_config.json r)."""
+    for choice in LORA_RANK_CHOICES:
+        if choice >= rank:
+            return choice
+    raise UserError(
+        f"LoRA rank {rank} exceeds vLLM 0.33.0's largest --max-lora-rank, {LORA_RANK_CHOICES[-1]}", key="lora"
+    )
+
+
+# Architectures whose vLLM 0.33.0 class lists embed_tokens and lm_head in `embedding_modules`, so LoRA wraps
+# the embedding and the LM head too; the others (Qwen2, Mistral, Gemma 2, ...) declare none and only their
+# linear layers get LoRA slots. Checked against vLLM's own classes in tests/sizing/test_lora_memory.py;
+# an architecture in neither list is charged both ends, which can only overestimate.
+LORA_VOCAB_ARCHITECTURES = frozenset({"LlamaForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM"})
+LORA_LINEAR_ONLY_ARCHITECTURES = frozenset(
+    {"MistralForCausalLM", "Qwen2ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM"}
+)
+
+
+def lora_vocab_ends(model: ModelArchitecture, pp: int) -> int:
+    """How many vocabulary-sized LoRA wrappers the fullest stage holds: the embedding (A: vocab x rank, B:
+    hidden x rank) and the LM head's logits processor (A: rank x hidden, B: vocab x rank). With tied
+    embeddings the LM head is the embedding module itself, which vLLM wraps a second time under its own name."""
+    if model.architecture in LORA_LINEAR_ONLY_ARCHITECTURES:
+        return 0
+    last_stage = 2 if model.tie_word_embeddings else 1
+    if pp == 1:
+        return 1 + last_stage
+    return 1 + last_stage if model.tie_word_embeddings else 1  # the last stage holds a tied embedding too
+
+
+def lora_bytes_per_gpu(
+    model: ModelArchitecture, tp: int, pp: int, *, max_loras: int, max_lora_rank: int, lora_bytes: int
+) -> int:
+    """GPU memory vLLM 0.33.0 preallocates for LoRA when it loads the model (counted in "Model loading
+    took"): every wrapped module holds `max_loras` slots of A (rank x input) and B (output x rank) in the
+    LoRA dtype (vllm/lora/layers/*.create_lora_weights, --fully-sharded-loras off). Column-parallel layers
+    (qkv, gate_up) keep the full input and their output shard; row-parallel ones (o, down) their input shard
+    and the full output. The embedding and the LM head span the whole vocabulary (lora_vocab_ends).
+    """
+    if model.num_experts or model.is_mla:
+        raise UserError(
+            f"LoRA memory is sized for dense attention models; {model.model_id} is "
+            f"{'MLA' if model.is_mla else 'a mixture of experts'}",
+            key="lora",
+        )
+    hidden, q_out = model.hidden_size, model.num_attention_heads * model.head_dim // tp
+    kv_out = kv_heads_per_rank(model, tp) * model.head_dim
+    intermediate = model.intermediate_size // tp
+    a_inputs = 3 * hidden + q_out + 2 * hidden + intermediate  # qkv (3 slices), o, gate_up (2 slices), down
+    b_outputs = q_out + 2 * kv_out + hidden + 2 * intermediate + hidden
+    layers = layers_per_stage(model.num_layers, pp) * (a_inputs + b_outputs)
+    ends = lora_vocab_ends(model, pp) * (model.vocab_size + hidden)
+    return max_loras * max_lora_rank * (layers + ends) * lora_bytes

@@ -12,6 +12,18 @@ GIB = 1024**3
 
 
 @dataclass(frozen=True)
+class LoraSlots:
+    """LoRA adapters served next to the base weights, as vLLM sizes them: slots in one batch and max rank."""
+
+    max_loras: int = 1  # `--max-loras`
+    max_lora_rank: int = 16  # `--max-lora-rank`, one of vLLM's choices
+    # In a plan: the most one adapter of that rank takes on disk (fp32, every module LoRA wraps), and the
+    # GPU memory per GPU the slots take (part of memory_per_gpu.weights).
+    adapter_bytes: int = 0
+    bytes_per_gpu: int = 0
+
+
+@dataclass(frozen=True)
 class Workload:
     """What the deployment must serve."""
 
@@ -22,6 +34,7 @@ class Workload:
     kv_cache_dtype: str = "auto"  # "auto" (model dtype), "fp8", "fp8_e4m3", "fp8_e5m2"
     gpu_memory_utilization: float | None = None  # None: vLLM 0.33.0's default, 0.92
     replicas: int = 1  # replicas the stack runs: plans are ranked by what that many cost in whole nodes
+    lora: LoraSlots | None = None  # None: no LoRA adapters (`--enable-lora` off)
 
 
 @dataclass(frozen=True)
@@ -110,11 +123,13 @@ class ServingPlan:
     nodes_for_replicas: int = 1
     price_region: str = "us-east-1"  # the catalog's prices are this region's list prices
     prices_read_on: str = ""  # ISO date the catalog's prices were read
+    lora: LoraSlots | None = None  # the LoRA slots sized (rank one of vLLM's choices); None: LoRA off
 
     @property
     def weights_total_bytes(self) -> int:
         """The model's weights across all ranks of one replica: what a node downloads and stores."""
-        return self.memory_per_gpu.weights * self.gpus_per_replica
+        lora = self.lora.bytes_per_gpu if self.lora else 0  # allocated at start, not downloaded
+        return (self.memory_per_gpu.weights - lora) * self.gpus_per_replica
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from infra.errors import UserError
+from infra.sizing.adapters import AdapterRef, lora_slots
 from infra.sizing.models import load_model
 from infra.sizing.plan import Constraints, Workload, parse_token_count
 from infra.sizing.planner import plan_serving
@@ -20,6 +21,12 @@ from infra.vllm.args import plan_args  # the CLI shows the command line; the pla
 def _split(values: list[str] | None) -> tuple[str, ...]:
     """Repeated options and comma-separated lists both work: --gpu L4 --gpu A10G, --gpu L4,A10G."""
     return tuple(part.strip() for value in values or () for part in value.split(",") if part.strip())
+
+
+def _adapter(value: str) -> AdapterRef:
+    """--lora-adapter org/name[@revision]; a local folder is taken whole."""
+    source, _, revision = value.rpartition("@") if "@" in value else (value, "", "main")
+    return AdapterRef(source=source, revision=revision or "main", key="--lora-adapter")
 
 
 def plan_command(
@@ -65,6 +72,10 @@ def plan_command(
     ] = 1,
     capacity_type: Annotated[str, typer.Option(help="on-demand or spot")] = "on-demand",
     params_billion: Annotated[float | None, typer.Option(help="Override the parameter count")] = None,
+    lora_adapter: Annotated[
+        list[str] | None,
+        typer.Option(help="A LoRA adapter to serve (Hub id or folder, optionally @REVISION); repeatable"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON")] = False,
 ) -> None:
     """Compute the GPUs, parallelism, vLLM memory settings and cost a model needs."""
@@ -85,6 +96,7 @@ def plan_command(
         quantization=quantization,
         kv_cache_dtype=kv_cache_dtype,
         gpu_memory_utilization=gpu_memory_utilization,
+        lora=lora_slots([_adapter(value) for value in lora_adapter or ()]),
     )
     if capacity_type not in ("on-demand", "spot"):
         raise UserError(f"{capacity_type!r}: use on-demand or spot", key="--capacity-type")

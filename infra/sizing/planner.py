@@ -30,6 +30,7 @@ from infra.sizing.plan import (
     Alternative,
     Constraints,
     GpuShare,
+    LoraSlots,
     MemoryPerGpu,
     ServingPlan,
     Workload,
@@ -203,6 +204,7 @@ def _evaluate(
         gpu_memory_utilization=utilization,
         batched_tokens=batched_tokens,
         num_seqs=num_seqs,
+        lora_bytes=_lora_bytes(model, workload, precision, tp, pp),
     )
     per_token = mem.kv_bytes_per_token(model, tp, pp, precision.kv_bytes)
     price = instance.hourly_cost(constraints.capacity_type)
@@ -316,6 +318,38 @@ def plan_serving(
     return _to_plan(model, workload, constraints, catalog, best, max_len, utilization, tuple(alternatives))
 
 
+def _lora_slots(model: ModelArchitecture, workload: Workload, best: Candidate) -> LoraSlots | None:
+    if workload.lora is None:
+        return None
+    rank = mem.lora_rank_for(workload.lora.max_lora_rank)
+    adapter = mem.lora_bytes_per_gpu(model, 1, 1, max_loras=1, max_lora_rank=rank, lora_bytes=4)
+    return LoraSlots(
+        workload.lora.max_loras,
+        rank,
+        adapter_bytes=adapter,
+        bytes_per_gpu=_lora_bytes(model, workload, best.precision, best.tp, best.pp),
+    )
+
+
+def _lora_bytes(
+    model: ModelArchitecture, workload: Workload, precision: mem.Precision, tp: int, pp: int
+) -> int:
+    """The LoRA slots' GPU memory. Not counted (no GPU run measured it): with LoRA on, vLLM 0.33.0 also
+    captures its CUDA graphs with LoRA active, beside the plain ones (v1/worker/gpu/lora_utils.py)."""
+    if workload.lora is None:
+        return 0
+    if workload.lora.max_loras < 1:
+        raise UserError(f"max_loras must be at least 1, got {workload.lora.max_loras}", key="lora")
+    return mem.lora_bytes_per_gpu(
+        model,
+        tp,
+        pp,
+        max_loras=workload.lora.max_loras,
+        max_lora_rank=mem.lora_rank_for(workload.lora.max_lora_rank),
+        lora_bytes=precision.act_bytes,  # --lora-dtype auto: the model dtype
+    )
+
+
 def estimated_load_s(candidate: Candidate) -> float:
     """Load each GPU's shard from local disk and start the engine (compile and CUDA-graph caches kept)."""
     return round(candidate.memory.weights / vc.WEIGHT_LOAD_BYTES_PER_S + vc.WARM_ENGINE_START_S, 1)
@@ -363,6 +397,13 @@ def _to_plan(
                 f"spot price estimated as on-demand x {SPOT_PRICE_FACTOR:g} (the catalog holds no spot "
                 "prices; real spot prices vary by hour and zone)"
             )
+    if workload.lora is not None:
+        lora = _lora_bytes(model, workload, best.precision, best.tp, best.pp)
+        notes.append(
+            f"LoRA: {workload.lora.max_loras} adapter slot(s) of rank up to "
+            f"{mem.lora_rank_for(workload.lora.max_lora_rank)} take {lora / GIB:.2f} GiB per GPU, "
+            "allocated with the weights"
+        )
     if best.stack_cost is not None and constraints.region != catalog.region:
         notes.append(
             f"prices are {catalog.region} list prices; {constraints.region} prices differ: "
@@ -390,6 +431,7 @@ def _to_plan(
         max_num_seqs=best.num_seqs,
         quantization_arg=best.precision.quantization_arg,
         capacity_type=constraints.capacity_type,
+        lora=_lora_slots(model, workload, best),
         cost_per_hour_usd=best.cost_per_replica,
         stack_cost_per_hour_usd=best.stack_cost,
         priced_for_replicas=workload.replicas,

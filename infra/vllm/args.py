@@ -38,6 +38,15 @@ def plan_args(plan: ServingPlan) -> list[str]:
         args += ["--quantization", plan.quantization_arg]
     if plan.kv_cache_dtype != "auto":
         args += ["--kv-cache-dtype", plan.kv_cache_dtype]
+    if plan.lora is not None:
+        # The slots the planner charged; which adapters (--lora-modules) comes with the cache patch.
+        args += [
+            "--enable-lora",
+            "--max-loras",
+            str(plan.lora.max_loras),
+            "--max-lora-rank",
+            str(plan.lora.max_lora_rank),
+        ]
     return args
 
 

@@ -58,6 +58,11 @@ PLANNED = {
     "quantization": "set quantization",
     "kv_cache_dtype": "set kvCacheDtype",
     "cpu_offload_gb": "the planner decides offload",
+    "enable_lora": "list loraAdapters; the planner sizes their LoRA slots",
+    "max_loras": "the planner gives every listed adapter (loraAdapters) a slot",
+    "max_lora_rank": "the planner takes it from the adapters' adapter_config.json (loraAdapters)",
+    "lora_dtype": "the planner sizes LoRA slots in the model dtype",
+    "fully_sharded_loras": "the planner sizes LoRA slots as vLLM shards them by default",
 }
 # What the program sets: the model's source and name, the port, the API key (only ever from the Secret),
 # multi-node wiring, and the metrics every dashboard and autoscaler needs.
@@ -66,6 +71,7 @@ OWNED = {
     "load_format": "set modelLoadMode",
     "model_loader_extra_config": "set modelLoadMode",
     "served_model_name": "set servedModelName",
+    "lora_modules": "list loraAdapters; they are pulled from the model cache and served by name",
     "port": "the Service, probes and load balancer use port 8000",
     "host": "vLLM listens on every interface of its pod",
     "uds": "the Service and probes use TCP port 8000",

@@ -14,8 +14,9 @@ import pytest
 
 from infra.components.vllm_service import VllmService, VllmServiceArgs
 from infra.errors import UserError
-from infra.kubernetes.serving_cache import GIB, RevisionCache, fill_job_name
+from infra.kubernetes.serving_cache import GIB, AdapterCache, RevisionCache, fill_job_name
 from infra.kubernetes.vllm_workload import InstanceShape
+from infra.sizing.plan import LoraSlots
 from tests.components.support import Recorded, make_plan, run
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/serving@sha256:" + "a" * 64
@@ -120,3 +121,41 @@ def test_a_bad_extra_argument_fails_at_construction_naming_its_key() -> None:
         UserError, match=r"^revisions\[2\]\.extraArgs: --swap-space is not a `vllm serve` flag"
     ):
         args(extra_args=("--swap-space", "4"), extra_args_key="revisions[2].extraArgs")
+
+
+def test_adapters_get_a_fill_job_each_unless_another_revision_fills_it() -> None:
+    adapters = (
+        AdapterCache("sql", "org/sql-lora", "main", GIB, "us-east-1"),
+        AdapterCache("de", "org/de-lora", "v2", GIB, "us-east-1"),
+    )
+    recorded = run(
+        lambda: VllmService(
+            "svc",
+            args(
+                plan=replace(make_plan(), lora=LoraSlots(2, 16)),
+                cache=replace(args().cache, adapters=adapters),
+                adapters_filled_elsewhere=frozenset({("org/de-lora", "v2")}),
+            ),
+        )
+    )
+    assert sorted(name for type_, name in recorded.names() if type_ == JOB) == [
+        "svc-fill",
+        "svc-fill-lora-sql",
+    ]
+    (push,) = recorded.inputs(JOB, "svc-fill-lora-sql")["spec"]["template"]["spec"]["containers"]
+    assert push["args"][:4] == ["push", "org/sql-lora", "--revision", "main"]
+    assert {
+        "name": "HF_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "s-hf-token", "key": "token"}},
+    } in push["env"]
+    workload = recorded.one(DEPLOYMENT, "svc-workload")
+    assert {recorded.one(JOB, "svc-fill").urn, recorded.one(JOB, "svc-fill-lora-sql").urn} <= set(
+        workload.dependencies
+    )
+    pod = recorded.inputs(DEPLOYMENT, "svc-workload")["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]][:3] == ["model-pull", "lora-pull-0", "lora-pull-1"]
+    vllm_args = pod["containers"][0]["args"]
+    assert vllm_args[vllm_args.index("--lora-modules") + 1 :][:2] == [
+        "sql=/models/org--sql-lora/main",
+        "de=/models/org--de-lora/v2",
+    ]

@@ -148,3 +148,42 @@ def test_a_streamed_revision_needs_a_pinned_commit() -> None:
     streamed = _cache(load_mode=LoadMode.RUNAI_STREAMER, revision="a" * 40)
     patch = serving_cache.revision_cache_patch(streamed, bucket="b", image="i:1", reader_service_account="r")
     assert "runai_streamer" in patch.model_args
+
+
+def test_adapters_are_pulled_onto_a_volume_even_when_the_model_streams() -> None:
+    """runai_streamer leaves the model in S3, but adapters are read from disk: the patch then adds the model
+    volume for them, sized for the adapters alone, and --lora-modules follows the streamed --model."""
+    commit = "0" * 40
+    adapters = (serving_cache.AdapterCache("sql", "org/sql-lora", "main", 3 * GIB),)
+    cache = _cache(revision=commit, load_mode=LoadMode.RUNAI_STREAMER, compile_cache=False, adapters=adapters)
+    patch = serving_cache.revision_cache_patch(cache, bucket="b", image="i:1", reader_service_account="vllm")
+    assert [c["name"] for c in patch.init_containers] == ["model-check", "lora-pull-0"]
+    (volume,) = [v for v in patch.volumes if v["name"] == "model-cache"]
+    assert volume["emptyDir"]["sizeLimit"] == f"{serving_cache.cache_disk_gib(3 * GIB)}Gi"
+    assert patch.model_args[patch.model_args.index("--load-format") + 1] == "runai_streamer"
+    assert patch.model_args[-2:] == ["--lora-modules", "sql=/models/org--sql-lora/main"]
+    plain = serving_cache.revision_cache_patch(
+        _cache(revision=commit, load_mode=LoadMode.RUNAI_STREAMER, compile_cache=False),
+        bucket="b",
+        image="i:1",
+        reader_service_account="vllm",
+    )
+    assert (
+        not [v for v in plain.volumes if v["name"] == "model-cache"]
+        and "--lora-modules" not in plain.model_args
+    )
+
+
+def test_a_plan_without_lora_slots_cannot_take_adapters() -> None:
+    from tests.components.support import make_plan
+
+    with pytest.raises(ValueError, match="without LoRA slots"):
+        serving_cache.RevisionCache.from_plan(
+            make_plan(),
+            revision="main",
+            load_mode=LoadMode.LOCAL,
+            compile_cache=True,
+            load_time_fp8=False,
+            region=None,
+            adapters=[("sql", "org/sql-lora", "main")],
+        )
