@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 import pulumi
@@ -300,10 +301,14 @@ class EndpointSettings(_Strict):
 # --- monitoring and autoscaling (issue 9) ---------------------------------------------------------------------
 
 
-def _blame(error: UserError, keys: Mapping[str, str]) -> ValueError:
-    """A builder's UserError as a validation error naming the config key (`storageGiB: ...`)."""
-    message = str(error).removeprefix(f"{error.key}: ")
-    return ValueError(f"{keys.get(error.key or '', error.key)}: {message}")
+@contextmanager
+def _config_keys(keys: Mapping[str, str]) -> Iterator[None]:
+    """A builder's UserError inside becomes a validation error naming the config key (`storageGiB: ...`)."""
+    try:
+        yield
+    except UserError as error:
+        message = str(error).removeprefix(f"{error.key}: ")
+        raise ValueError(f"{keys.get(error.key or '', error.key)}: {message}") from None
 
 
 class MonitoringSettings(_Strict):
@@ -315,18 +320,9 @@ class MonitoringSettings(_Strict):
 
     @model_validator(mode="after")
     def _checked_by_the_builders(self) -> MonitoringSettings:
-        try:
+        with _config_keys({"ttft_p95_slo_seconds": "ttftP95SloSeconds"}):  # the others name theirs
             self.storage()
             self.alert_thresholds()
-        except UserError as error:
-            raise _blame(
-                error,
-                {
-                    "retention": "retention",
-                    "storageGiB": "storageGiB",
-                    "ttft_p95_slo_seconds": "ttftP95SloSeconds",
-                },
-            ) from None
         return self
 
     def storage(self) -> PrometheusStorage:
@@ -345,17 +341,13 @@ class AutoscalingSettings(_Strict):
 
     @model_validator(mode="after")
     def _checked_by_the_builders(self) -> AutoscalingSettings:
-        try:
+        keys = {
+            "waiting_per_replica": "waitingPerReplica",
+            "kv_cache_usage": "kvCacheUsage",
+            "gpu_utilization_percent": "gpuUtilizationPercent",
+        }
+        with _config_keys(keys):
             self.thresholds()
-        except UserError as error:
-            raise _blame(
-                error,
-                {
-                    "waiting_per_replica": "waitingPerReplica",
-                    "kv_cache_usage": "kvCacheUsage",
-                    "gpu_utilization_percent": "gpuUtilizationPercent",
-                },
-            ) from None
         return self
 
     def thresholds(self) -> ScalingThresholds:
