@@ -105,7 +105,8 @@ with program.user_errors():
 
     monitoring = Monitoring(
         f"{settings.name}-monitoring",
-        program.monitoring_args(settings, plans, pools, depends_on=[*cluster.ready, *services.values()]),
+        # not after the workloads: Prometheus comes up while the cache fills; KEDA waits for its targets
+        program.monitoring_args(settings, plans, pools, depends_on=cluster.ready),
         opts=on_cluster,
     )
     endpoint = ServingEndpoint(
