@@ -8,14 +8,14 @@ import pulumi_aws as aws
 
 from infra import program
 from infra.components.cluster import Cluster
-from infra.components.gpu_node_pool import GpuNodePool
+from infra.components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs
 from infra.components.model_cache import ModelCache
+from infra.components.monitoring import Monitoring
 from infra.components.serving_endpoint import ServingEndpoint
 from infra.components.serving_image import ServingImage
 from infra.components.serving_secrets import ServingSecrets, ServingSecretsArgs
 from infra.components.vllm_service import VllmService
 from infra.config import load_settings
-from infra.kubernetes.vllm_workload import workload_name
 
 with program.user_errors():
     settings = load_settings()
@@ -61,24 +61,22 @@ wiring = program.ServiceWiring(
 )
 
 services: dict[str, VllmService] = {}
+pools: dict[str, GpuNodePoolArgs] = {}
 # one fill Job per cache entry (a model's or an adapter's), however many revisions read it
 filled: dict[tuple[str, str], pulumi.Resource] = {}
 with program.user_errors():
     for index, revision in enumerate(settings.revisions):
         plan = plans[revision.name]
-        pool = GpuNodePool(
-            f"{settings.name}-gpu-{revision.name}",
-            program.gpu_pool_args(
-                settings,
-                revision,
-                plan,
-                cluster_name=cluster.cluster_name,
-                node_role=cluster.karpenter_node_role,
-                install_device_plugin=index == 0,
-                depends_on=cluster.ready,
-            ),
-            opts=on_cluster,
+        pools[revision.name] = program.gpu_pool_args(
+            settings,
+            revision,
+            plan,
+            cluster_name=cluster.cluster_name,
+            node_role=cluster.karpenter_node_role,
+            install_device_plugin=index == 0,
+            depends_on=cluster.ready,
         )
+        pool = GpuNodePool(f"{settings.name}-gpu-{revision.name}", pools[revision.name], opts=on_cluster)
         model_entry, *adapter_entries = program.cache_entries(
             program.revision_cache(settings, revision, plan)
         )
@@ -105,16 +103,22 @@ with program.user_errors():
         filled = {**service.fill_jobs, **filled}
         services[revision.name] = service
 
+    monitoring = Monitoring(
+        f"{settings.name}-monitoring",
+        # not after the workloads: Prometheus comes up while the cache fills; KEDA waits for its targets
+        program.monitoring_args(settings, plans, pools, depends_on=cluster.ready),
+        opts=on_cluster,
+    )
     endpoint = ServingEndpoint(
         f"{settings.name}-endpoint",
         program.endpoint_args(
             settings,
-            {name: workload_name(name) for name in services},
+            plans,
             cluster_name=cluster.cluster_name,
             vpc_id=cluster.vpc_id,
             namespace=cluster.workload_namespace,
             load_balancer_cidrs=cluster.load_balancer_cidrs,
-            depends_on=[*cluster.ready, *services.values()],
+            depends_on=[*cluster.ready, *services.values(), monitoring],  # a waking revision's interceptor
         ),
         opts=on_cluster,
     )
@@ -131,3 +135,8 @@ pulumi.export("modelCacheBucket", model_cache.bucket_name)
 pulumi.export("servingImage", image.image_ref)
 pulumi.export("apiKeySecretName", secrets.api_key_secret_name)
 pulumi.export("hfTokenSecretName", secrets.hf_token_secret_name)
+pulumi.export("grafanaAdminUser", monitoring.grafana_admin_user)
+pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
+pulumi.export("grafanaPortForward", monitoring.grafana_port_forward)
+pulumi.export("prometheusPortForward", monitoring.prometheus_port_forward)
+pulumi.export("prometheusUrl", monitoring.prometheus_url)  # in-cluster address (KEDA's)

@@ -7,6 +7,7 @@ tests can call each step. Nothing here reads config or creates resources.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -17,17 +18,20 @@ import pulumi
 from infra.components.cluster import ClusterArgs, ClusterMode
 from infra.components.gpu_node_pool import GpuNodePoolArgs
 from infra.components.model_cache import ModelCacheArgs
+from infra.components.monitoring import MonitoredRevision, MonitoringArgs
 from infra.components.serving_endpoint import ServingEndpointArgs
 from infra.components.serving_image import ServingImageArgs
 from infra.components.vllm_service import VllmServiceArgs
 from infra.config import Revision, StackSettings
 from infra.errors import UserError
-from infra.kubernetes import serving_cache
-from infra.kubernetes.endpoint import Backend
+from infra.kubernetes import serving_cache, wake
+from infra.kubernetes.endpoint import IDLE_TIMEOUT_S, Backend
 from infra.kubernetes.model_cache import LoadMode
 from infra.kubernetes.nodepools import max_nodes, node_cost_per_hour
 from infra.kubernetes.serving_cache import RevisionCache
-from infra.kubernetes.vllm_workload import SURGE, InstanceShape
+from infra.kubernetes.vllm_workload import LWS_API, SURGE, InstanceShape, workload_name
+from infra.observability.dashboards import CapacityPlan
+from infra.observability.manifests import Autoscaling, PoolShape, ScaleTarget
 from infra.sizing.adapters import AdapterRef, lora_slots
 from infra.sizing.gpus import load_catalog
 from infra.sizing.models import load_model
@@ -331,8 +335,8 @@ def instance_shape(plan: ServingPlan) -> InstanceShape:
 
 
 def initial_replicas(revision: Revision) -> int:
-    """Replicas the workload starts with: the minimum, but at least one, so a fresh stack serves. Scaling
-    to zero needs the autoscaler, which then owns the count."""
+    """Replicas the workload starts with: the minimum, but at least one, so a fresh stack serves (and a
+    revision at minimum 0 fills its node's caches once). KEDA owns the count from then on."""
     return max(1, revision.replicas.min)
 
 
@@ -385,6 +389,7 @@ def vllm_service_args(
         extra_args_key=revision.key("extraArgs"),
         fill_cache=fill_cache,
         adapters_filled_elsewhere=adapters_filled_elsewhere,
+        autoscaled=True,  # every revision gets a ScaledObject (monitoring_args)
         tags=settings.tags,
         fill_after=fill_after,
         serve_after=serve_after,
@@ -393,7 +398,7 @@ def vllm_service_args(
 
 def endpoint_args(
     settings: StackSettings,
-    services: Mapping[str, str],
+    plans: Mapping[str, ServingPlan],
     *,
     cluster_name: pulumi.Input[str],
     vpc_id: pulumi.Input[str],
@@ -401,13 +406,26 @@ def endpoint_args(
     load_balancer_cidrs: pulumi.Input[Sequence[str]],
     depends_on: Sequence[pulumi.Resource],
 ) -> ServingEndpointArgs:
-    """The endpoint in front of every revision's Service (by revision name), split by weight."""
+    """The endpoint in front of every revision, split by weight: its Service, or for a revision that scales
+    from zero the interceptor that holds its requests while it wakes (and an idle timeout that outlasts the
+    wait)."""
+    backends = []
+    waits = [IDLE_TIMEOUT_S]
+    for revision in settings.revisions:
+        route = wake_route(settings, revision, plans[revision.name])
+        if route is None or not route.routed:
+            backends.append(Backend(workload_name(revision.name), revision.weight))
+        else:
+            backends.append(Backend(route.service, revision.weight, wake.INTERCEPTOR_PROXY_PORT))
+            waits.append(route.readiness_timeout_s)
     return ServingEndpointArgs(
         cluster_name=cluster_name,
         vpc_id=vpc_id,
         region=settings.region,
         namespace=namespace,
-        backends=tuple(Backend(services[r.name], r.weight) for r in settings.revisions),
+        backends=tuple(backends),
+        idle_timeout_s=max(waits),
+        wakes_from_zero=len(waits) > 1,
         load_balancer_cidrs=load_balancer_cidrs,
         scheme=settings.endpoint.scheme,
         certificate_arn=settings.endpoint.certificate_arn,
@@ -435,3 +453,89 @@ def served_models(settings: StackSettings, plans: Mapping[str, ServingPlan]) -> 
         }
         for r in settings.revisions
     }
+
+
+# --- monitoring and autoscaling ---------------------------------------------------------------------------
+
+
+def cold_start_s(plan: ServingPlan) -> int:
+    """A new replica's time to serve when it needs a new node: the node and its image, then the plan's cold
+    start (weights from S3, load, engine start). Paces KEDA, which must not add GPUs while one still loads."""
+    return math.ceil(wake.NEW_NODE_AND_IMAGE_S + plan.estimated_cold_start_s)
+
+
+def scale_target(revision: Revision, plan: ServingPlan) -> ScaleTarget:
+    """What KEDA scales: the revision's Deployment, or its LeaderWorkerSet when a replica spans nodes."""
+    if plan.nodes_per_replica > 1:
+        return ScaleTarget(LWS_API, "LeaderWorkerSet", workload_name(revision.name))
+    return ScaleTarget("apps/v1", "Deployment", workload_name(revision.name))
+
+
+def wake_route(settings: StackSettings, revision: Revision, plan: ServingPlan) -> wake.WakeRoute | None:
+    """The interceptor's route to a revision at minimum 0 replicas (None for one that always runs)."""
+    if revision.replicas.min > 0:
+        return None
+    return wake.WakeRoute(
+        revision=revision.name,
+        namespace=settings.namespace,
+        readiness_timeout_s=wake.wake_budget_s(plan),
+        response_header_timeout_s=IDLE_TIMEOUT_S,
+        concurrency_per_replica=plan.max_num_seqs,
+        routed=revision.weight > 0,
+    )
+
+
+def check_waking_revisions(settings: StackSettings) -> None:
+    """The interceptor routes by host and path, not by weight: one revision with traffic may scale to zero."""
+    waking = [r for r in settings.revisions if r.replicas.min == 0 and r.weight > 0]
+    if len(waking) > 1:
+        raise UserError(
+            f"revisions {', '.join(r.name for r in waking)} all take traffic and scale to zero; the wake-up "
+            "proxy can hold requests for one of them: give the others replicas.min 1 or weight 0",
+            key=waking[1].key("replicas"),
+        )
+
+
+def monitored_revision(
+    settings: StackSettings, revision: Revision, plan: ServingPlan, pool: GpuNodePoolArgs
+) -> MonitoredRevision:
+    """How monitoring and KEDA see one revision: its workload, replica range and thresholds, the GPU pool
+    its maximum must fit (the pool counts a rollout's surge too), what was planned, and its wake route."""
+    return MonitoredRevision(
+        revision=revision.name,
+        namespace=settings.namespace,
+        scale_target=scale_target(revision, plan),
+        autoscaling=Autoscaling(
+            min_replicas=revision.replicas.min,
+            max_replicas=revision.replicas.max,
+            cold_start_seconds=cold_start_s(plan),
+            thresholds=settings.autoscaling.thresholds(),
+        ),
+        plan=CapacityPlan(revision.name, plan.kv_cache_tokens, plan.max_concurrency),
+        wake=wake_route(settings, revision, plan),
+        pool=PoolShape(
+            max_nodes=pool.max_nodes,
+            gpus_per_node=pool.gpus_per_node,
+            gpus_per_replica=plan.gpus_per_replica,
+            nodes_per_replica=plan.nodes_per_replica,
+        ),
+    )
+
+
+def monitoring_args(
+    settings: StackSettings,
+    plans: Mapping[str, ServingPlan],
+    pools: Mapping[str, GpuNodePoolArgs],
+    *,
+    depends_on: Sequence[pulumi.Resource],
+) -> MonitoringArgs:
+    """The stack's monitoring and autoscaling: a MonitoredRevision per revision, Prometheus sized and the
+    TTFT alert set from the stack's `monitoring` key."""
+    check_waking_revisions(settings)
+    return MonitoringArgs(
+        revisions=[monitored_revision(settings, r, plans[r.name], pools[r.name]) for r in settings.revisions],
+        storage=settings.monitoring.storage(),
+        thresholds=settings.monitoring.alert_thresholds(),
+        tags=settings.tags,
+        depends_on=depends_on,
+    )

@@ -32,3 +32,7 @@ DCGM_EXPORTER_VERSION = "4.8.2"
 DCGM_EXPORTER_REPO = "https://nvidia.github.io/dcgm-exporter/helm-charts"
 KEDA_VERSION = "2.20.2"
 KEDA_REPO = "https://kedacore.github.io/charts"
+# Scale from zero: the HTTP add-on's interceptor holds requests while a revision at zero replicas starts
+# (infra/kubernetes/wake.py). Same chart repository as KEDA; its CRDs come with the chart.
+KEDA_HTTP_ADD_ON_VERSION = "0.15.0"
+KEDA_HTTP_ADD_ON_CHART = "keda-add-ons-http"

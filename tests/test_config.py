@@ -171,6 +171,16 @@ def test_apply_rejects_what_pulumi_would(stack_config: dict, message: str) -> No
         ({"servingImage": "r/x@sha256:abc"}, "servingImage: is not an image reference"),
         ({"modelLoadMode": "stream"}, "modelLoadMode: must be 'local' or 'runai_streamer', got 'stream'"),
         ({"compileCache": "yes"}, "compileCache: Input should be a valid boolean"),
+        ({"monitoring": {"retention": "2 weeks"}}, "monitoring.retention: must be a Prometheus duration"),
+        ({"monitoring": {"storageGiB": 0}}, "monitoring.storageGiB: must be at least 1 GiB, got 0"),
+        ({"monitoring": {"ttftP95SloSeconds": 0}}, "monitoring.ttftP95SloSeconds: must be positive"),
+        ({"monitoring": {"ttftP95SloSeconds": "fast"}}, "monitoring.ttftP95SloSeconds: Input should be"),
+        ({"monitoring": {"retension": "7d"}}, "monitoring.retension: is not a known field"),
+        ({"autoscaling": {"waitingPerReplica": 0}}, "autoscaling.waitingPerReplica: must be positive"),
+        ({"autoscaling": {"kvCacheUsage": 1.5}}, "autoscaling.kvCacheUsage: must be a fraction in (0, 1]"),
+        ({"autoscaling": {"kvCacheUsage": True}}, "autoscaling.kvCacheUsage: Input should be a valid number"),
+        ({"autoscaling": {"gpuUtilizationPercent": 101}}, "autoscaling.gpuUtilizationPercent: must be a"),
+        ({"autoscaling": {"gpuUtilizationPercent": -1}}, "autoscaling.gpuUtilizationPercent: Input should"),
         (
             {"modelLoadMode": "runai_streamer"},
             "modelRevision: 'main' is not a 40-hex commit sha; modelLoadMode runai_streamer",
@@ -231,6 +241,24 @@ def test_valid_values_shape_the_one_revision_shorthand() -> None:
     assert settings(cluster={"mode": "existing", "name": "c1"}).cluster_name == "c1"
     assert settings().cluster_name == f"{PROJECT}-test"
     assert settings().revisions[0].served_name == settings().model
+
+
+def test_monitoring_and_autoscaling_keys_left_out_keep_their_schema_defaults() -> None:
+    schema = load_schema()
+    defaults = settings()
+    assert defaults.monitoring.storage().retention == schema["monitoring"].default["retention"]
+    assert (
+        defaults.autoscaling.thresholds().waiting_per_replica
+        == schema["autoscaling"].default["waitingPerReplica"]
+    )
+    assert not defaults.autoscaling.thresholds().gpu_utilization  # 0 is off
+    partial = settings(monitoring={"retention": "7d"}, autoscaling={"gpuUtilizationPercent": 70})
+    assert partial.monitoring.storage().retention == "7d"
+    assert partial.monitoring.storage().storage_gib == schema["monitoring"].default["storageGiB"]
+    assert partial.monitoring.alert_thresholds().ttft_p95_slo_seconds == 2
+    gpu = partial.autoscaling.thresholds()
+    assert gpu.gpu_utilization and gpu.gpu_utilization_percent == 70
+    assert gpu.kv_cache_usage == schema["autoscaling"].default["kvCacheUsage"]
 
 
 def test_the_cluster_endpoint_is_private_unless_networks_are_listed() -> None:

@@ -247,3 +247,107 @@ def test_adapters_are_planned_from_their_configs_and_errors_name_the_revisions_k
     with pytest.raises(UserError) as moe:
         plan(model="Qwen/Qwen3-30B-A3B", loraAdapters=adapters)
     assert moe.value.key == "loraAdapters" and "mixture of experts" in str(moe.value)
+
+
+# --- monitoring and autoscaling ---------------------------------------------------------------------------
+
+
+def _pool(settings: Any, revision: Any, plan: Any) -> Any:
+    return program.gpu_pool_args(
+        settings, revision, plan, cluster_name="c", node_role="r", install_device_plugin=True, depends_on=[]
+    )
+
+
+def _monitoring(values: dict[str, Any], plan: Any = None) -> Any:
+    settings = settings_from_values(values, stack="t")
+    plans = {r.name: plan or make_plan() for r in settings.revisions}
+    pools = {r.name: _pool(settings, r, plans[r.name]) for r in settings.revisions}
+    return program.monitoring_args(settings, plans, pools, depends_on=[])
+
+
+@pytest.mark.parametrize(
+    ("replicas", "wakes"),
+    [({"min": 0, "max": 1}, True), ({"min": 1, "max": 2}, False), ({"min": 2, "max": 4}, False)],
+)
+def test_each_revision_is_autoscaled_within_its_replicas_and_only_minimum_0_gets_a_wake_route(
+    replicas: dict[str, int], wakes: bool
+) -> None:
+    args = _monitoring(
+        {
+            "replicas": replicas,
+            "autoscaling": {"waitingPerReplica": 3, "gpuUtilizationPercent": 70},
+            "monitoring": {"retention": "30d", "storageGiB": 200, "ttftP95SloSeconds": 3},
+        }
+    )
+    (revision,) = args.revisions
+    assert (revision.autoscaling.min_replicas, revision.autoscaling.max_replicas) == (
+        replicas["min"],
+        replicas["max"],
+    )
+    assert revision.autoscaling.thresholds.waiting_per_replica == 3
+    assert revision.autoscaling.thresholds.gpu_utilization_percent == 70
+    assert revision.scale_target.kind == "Deployment" and revision.scale_target.name == "vllm-primary"
+    # the pool holds max replicas plus the surge, so the maximum always fits it
+    assert revision.pool is not None and revision.pool.replicas() >= replicas["max"] + 1
+    assert (revision.wake is not None) == wakes
+    assert (args.storage.retention, args.storage.storage_gib) == ("30d", 200)
+    assert args.thresholds.ttft_p95_slo_seconds == 3
+    triggers = revision.wake_triggers("http://prometheus:9090")
+    assert [t["name"] for t in triggers] == (["wake-on-request"] if wakes else [])
+
+
+def _endpoint(settings: Any, plan: Any) -> Any:
+    return program.endpoint_args(
+        settings,
+        {"primary": plan},
+        cluster_name="c",
+        vpc_id="v",
+        namespace="llm-serving",
+        load_balancer_cidrs=[],
+        depends_on=[],
+    )
+
+
+def test_a_revision_at_zero_is_reached_through_the_interceptor_with_timeouts_above_its_cold_start() -> None:
+    from infra.vllm.probes import startup_budget_s
+
+    settings = settings_from_values({"replicas": {"min": 0, "max": 1}}, stack="t")
+    plan = make_plan()
+    route = program.wake_route(settings, settings.revisions[0], plan)
+    assert route is not None and route.routed
+    assert route.readiness_timeout_s > startup_budget_s(plan) + plan.estimated_cold_start_s
+    assert route.concurrency_per_replica == plan.max_num_seqs
+    endpoint = _endpoint(settings, plan)
+    assert [(b.service, b.port) for b in endpoint.backends] == [("vllm-primary-wake", 8080)]
+    assert endpoint.wakes_from_zero and endpoint.idle_timeout_s == route.readiness_timeout_s
+    always = settings_from_values({"replicas": {"min": 1, "max": 1}}, stack="t")
+    direct = _endpoint(always, plan)
+    assert [(b.service, b.port) for b in direct.backends] == [("vllm-primary", 8000)]
+    assert not direct.wakes_from_zero and direct.idle_timeout_s == 600
+
+
+def test_only_one_revision_with_traffic_may_scale_to_zero() -> None:
+    two = {
+        "replicas": {"min": 0, "max": 1},
+        "revisions": [{"name": "a", "weight": 50}, {"name": "b", "weight": 50}],
+    }
+    with pytest.raises(UserError) as raised:
+        _monitoring(two)
+    assert str(raised.value).startswith("revisions[1].replicas: revisions a, b all take traffic")
+    # without traffic a revision at zero just stays there: no route, a trigger that reads 0
+    parked = {**two, "revisions": [{"name": "a", "weight": 100}, {"name": "b", "weight": 0}]}
+    a, b = _monitoring(parked).revisions
+    assert a.wake is not None and a.wake.routed and b.wake is not None and not b.wake.routed
+
+
+def test_a_multi_node_replica_is_scaled_as_its_leader_worker_set_paced_by_its_cold_start() -> None:
+    settings = settings_from_values({}, stack="t")
+    multi = make_plan(nodes_per_replica=2)
+    target = program.scale_target(settings.revisions[0], multi)
+    assert (target.api_version, target.kind, target.name) == (
+        "leaderworkerset.x-k8s.io/v1",
+        "LeaderWorkerSet",
+        "vllm-primary",
+    )
+    # a new node and its image, then the plan's own cold start
+    assert program.cold_start_s(make_plan(estimated_cold_start_s=900.5)) == 300 + 901

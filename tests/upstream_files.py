@@ -45,6 +45,9 @@ _KARPENTER_RELEASE = (
 _LWS = ("kubernetes-sigs/lws", "2161f38ff333f9e24d3c44adef7cd5d9787cac00")  # v0.10.0
 _GATEWAY = ("kubernetes-sigs/gateway-api", "8bb74df00e56ec8f944d48c25e6c1c9c2f6848e3")  # v1.6.1
 _CRDS = "charts/kube-prometheus-stack/charts/crds/crds"
+# Not in ../shared/k8s-schemas: without `make schemas` the tests that need these skip.
+_HTTP_ADD_ON = ("kedacore/http-add-on", "4ea8a863bd7c16464dc5afbe9ebc8a26e563fac0")  # v0.15.0
+_HTTP_ADD_ON_CHART = ("kedacore/charts", "c4b92e9eed0ddc6668b1395d5f137e3ad4baa3d4")  # http-add-on 0.15.0
 
 # (path under k8s-schemas/, (repository, commit), path in the repository, sha256 of the file)
 _TABLE: tuple[tuple[str, tuple[str, str], str, str], ...] = (
@@ -143,6 +146,18 @@ _TABLE: tuple[tuple[str, tuple[str, str], str, str], ...] = (
         ("aws/eks-charts", "5239609242f3430be50fb0b714a24d3ef2b47983"),
         "stable/aws-load-balancer-controller/values.yaml",
         "c330e0b3aaeed9d6b75e70564563dcdb231ee970db587f23eff5c013461f2dd4",
+    ),
+    (
+        "http.keda.sh_interceptorroutes.yaml",
+        _HTTP_ADD_ON,
+        "config/crd/bases/http.keda.sh_interceptorroutes.yaml",
+        "a706e998936b0ba41ff890673be57578f6280b0b3308e9b86b67b745d7b3480b",
+    ),
+    (
+        "charts/keda-add-ons-http-0.15.0-values.yaml",
+        _HTTP_ADD_ON_CHART,
+        "http-add-on/values.yaml",
+        "362c763523150ae3e6476fdf9798e579f98da419f62be418b839eb05b3e176b7",
     ),
     (
         "charts/lws-0.10.0-values.yaml",

@@ -16,11 +16,15 @@ import pulumi_random as random
 
 from infra.components import kubernetes_labels
 from infra.errors import UserError
-from infra.observability import charts, dashboards, manifests
+from infra.kubernetes import wake as wake_routes
+from infra.observability import autoscaling, charts, dashboards, manifests
+from infra.observability.manifests import MANAGED_BY as MANAGED_LABELS
 from infra.observability.rules import AlertThresholds
 from infra.versions import (
     DCGM_EXPORTER_REPO,
     DCGM_EXPORTER_VERSION,
+    KEDA_HTTP_ADD_ON_CHART,
+    KEDA_HTTP_ADD_ON_VERSION,
     KEDA_REPO,
     KEDA_VERSION,
     KUBE_PROMETHEUS_STACK_REPO,
@@ -46,13 +50,20 @@ class MonitoredRevision:
     autoscaling: manifests.Autoscaling
     plan: dashboards.CapacityPlan
     metrics_port: str = "http"  # the container port name serving /metrics
-    # For minReplicas 0: KEDA triggers that exist while no pod runs (vLLM's metrics vanish with the last pod).
-    wake_triggers: tuple[Mapping[str, Any], ...] = ()
+    # For minReplicas 0: the HTTP add-on's route that holds requests and wakes the revision (vLLM's metrics
+    # vanish with the last pod, so only a component that runs at zero can say a request arrived).
+    wake: wake_routes.WakeRoute | None = None
     pool: manifests.PoolShape | None = None  # when given, maxReplicas must fit it
 
     def __post_init__(self) -> None:
         if self.pool is not None:
             manifests.check_pool_capacity(self.autoscaling, self.pool)
+
+    def wake_triggers(self, prometheus_url: str) -> list[dict[str, object]]:
+        if self.wake is None:
+            return []
+        trigger = autoscaling.wake_trigger(self.namespace, self.wake.name, self.wake.concurrency_per_replica)
+        return [trigger.keda(prometheus_url, ignore_null_values=True)]
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,7 @@ class Monitoring(pulumi.ComponentResource):
     """Needs a Kubernetes provider (through `opts.providers`) for the cluster."""
 
     grafana_admin_password: pulumi.Output[str]
+    grafana_admin_user: pulumi.Output[str]
     grafana_port_forward: pulumi.Output[str]
     prometheus_port_forward: pulumi.Output[str]
     prometheus_url: pulumi.Output[str]
@@ -136,6 +148,10 @@ class Monitoring(pulumi.ComponentResource):
             pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
         )
 
+        waking = [revision for revision in args.revisions if revision.wake and revision.wake.routed]
+        if waking:
+            self._wake_path(name, waking, labels, after=[keda, stack])
+
         boards = dashboards.all_dashboards([revision.plan for revision in args.revisions])
         for config_map in manifests.dashboard_config_maps(namespace=args.namespace, dashboards=boards):
             k8s.core.v1.ConfigMap(
@@ -168,13 +184,14 @@ class Monitoring(pulumi.ComponentResource):
                     autoscaling=revision.autoscaling,
                     prometheus_url=prometheus_url,
                     pod_regex=f"{revision.scale_target.name}-.*",
-                    extra_triggers=revision.wake_triggers,
+                    extra_triggers=revision.wake_triggers(prometheus_url),
                 ),
                 labels,
                 pulumi.ResourceOptions(parent=self, depends_on=[keda, stack]),
             )
 
         self.prometheus_url = pulumi.Output.from_input(prometheus_url)
+        self.grafana_admin_user = pulumi.Output.from_input(GRAFANA_ADMIN_USER)
         self.grafana_port_forward = pulumi.Output.from_input(
             f"kubectl -n {args.namespace} port-forward svc/{GRAFANA_SERVICE} 3000:80  # then http://127.0.0.1:3000"
         )
@@ -184,11 +201,58 @@ class Monitoring(pulumi.ComponentResource):
         self.register_outputs(
             {
                 "grafanaAdminPassword": self.grafana_admin_password,
+                "grafanaAdminUser": self.grafana_admin_user,
                 "grafanaPortForward": self.grafana_port_forward,
                 "prometheusPortForward": self.prometheus_port_forward,
                 "prometheusUrl": self.prometheus_url,
             }
         )
+
+    def _wake_path(
+        self,
+        name: str,
+        waking: Sequence[MonitoredRevision],
+        labels: Mapping[str, str],
+        after: Sequence[pulumi.Resource],
+    ) -> None:
+        """The HTTP add-on (its CRDs, operator and interceptors) in the workload's namespace, where the Ingress
+        can name the interceptor; a route and a Service per waking revision; the interceptors' PodMonitor."""
+        namespace = waking[0].namespace
+        add_on = _release(
+            f"{name}-http-add-on",
+            KEDA_HTTP_ADD_ON_CHART,
+            (KEDA_HTTP_ADD_ON_VERSION, KEDA_REPO),
+            namespace,
+            charts.http_add_on_values(),
+            # its chart scales the interceptors with a ScaledObject: KEDA's CRDs first
+            pulumi.ResourceOptions(parent=self, depends_on=list(after)),
+        )
+        self._custom_resource(
+            f"{name}-interceptor-podmonitor",
+            manifests.interceptor_pod_monitor(namespace=namespace),
+            labels,
+            pulumi.ResourceOptions(parent=self, depends_on=list(after)),
+        )
+        for revision in waking:
+            assert revision.wake is not None
+            self._custom_resource(
+                f"{name}-{revision.revision}-route",
+                wake_routes.interceptor_route(revision.wake, MANAGED_LABELS),
+                labels,
+                pulumi.ResourceOptions(parent=self, depends_on=[add_on]),
+            )
+            service = wake_routes.wake_service(revision.wake, MANAGED_LABELS)
+            k8s.core.v1.Service(
+                f"{name}-{revision.revision}-wake",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=service["metadata"]["name"],
+                    namespace=service["metadata"]["namespace"],
+                    labels={**service["metadata"]["labels"], **labels},
+                    annotations=service["metadata"]["annotations"],
+                ),
+                spec=service["spec"],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[add_on]),
+            )
 
     @staticmethod
     def _metadata(manifest: Mapping[str, Any], labels: Mapping[str, str]) -> k8s.meta.v1.ObjectMetaArgs:

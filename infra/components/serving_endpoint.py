@@ -36,6 +36,8 @@ class ServingEndpointArgs:
     certificate_arn: str | None = None
     allowed_cidrs: tuple[str, ...] = ()
     install_controller: bool = True  # False when the cluster already runs it
+    idle_timeout_s: int = endpoint.IDLE_TIMEOUT_S
+    wakes_from_zero: bool = False  # some backend is the HTTP add-on's interceptor (infra/kubernetes/wake.py)
     tags: Mapping[str, str] = field(default_factory=dict)
     depends_on: Sequence[pulumi.Resource] = ()  # the revisions' Services, the cluster's add-ons
 
@@ -52,6 +54,8 @@ class ServingEndpointArgs:
             allowed_cidrs=self.allowed_cidrs,
             load_balancer_cidrs=tuple(load_balancer_cidrs),
             labels=kubernetes_labels(self.tags),
+            idle_timeout_s=self.idle_timeout_s,
+            wakes_from_zero=self.wakes_from_zero,
         )
 
 

@@ -50,6 +50,8 @@ class VllmServiceArgs:
     fill_cache: bool = True  # False when another revision's Job fills the same entry
     # (Hub id, revision) of adapters whose entries another revision's Jobs fill
     adapters_filled_elsewhere: frozenset[tuple[str, str]] = frozenset()
+    # KEDA owns the replica count (infra/components/monitoring.py): `replicas` is only the count to start with.
+    autoscaled: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
     fill_after: Sequence[pulumi.Resource] = ()  # the writer identity
     serve_after: Sequence[pulumi.Resource] = ()  # the reader identity, the GPU pool, other fills
@@ -140,7 +142,7 @@ class VllmService(pulumi.ComponentResource):
             )
         )
         after = [*args.serve_after, *self.fill_jobs.values()]
-        serve = pulumi.ResourceOptions(parent=self, depends_on=after)
+        serve = workload_options(args, parent=self, depends_on=after)
         workload = manifests.apply(lambda m: m[0])
         if args.plan.nodes_per_replica > 1:
             k8s.apiextensions.CustomResource(
@@ -215,3 +217,19 @@ class VllmService(pulumi.ComponentResource):
                 parent=self, depends_on=list(args.fill_after), delete_before_replace=True
             ),
         )
+
+
+def workload_options(
+    args: VllmServiceArgs, *, parent: pulumi.Resource | None, depends_on: Sequence[pulumi.Resource]
+) -> pulumi.ResourceOptions:
+    """Under an autoscaler Pulumi sets the replica count when it creates the workload and never again: an
+    `up` that changed the pod template would otherwise reset KEDA's count to the starting one (taking a
+    busy revision down to its minimum, or waking one KEDA had scaled to zero). Chosen over omitting `replicas`:
+    a new workload still starts with the intended count (1 for a revision at minimum 0, which fills the
+    node's caches once), and a stack that sent `replicas` before does not depend on server-side apply's
+    rules for a field a manager stops sending."""
+    return pulumi.ResourceOptions(
+        parent=parent,
+        depends_on=list(depends_on),
+        ignore_changes=["spec.replicas"] if args.autoscaled else None,
+    )

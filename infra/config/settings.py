@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 import pulumi
@@ -34,6 +35,9 @@ from infra.aws_regions import region_problem
 from infra.config.schema import PROJECT, did_you_mean, load_schema
 from infra.errors import UserError
 from infra.modelcache.layout import validate_revision
+from infra.observability.autoscaling import ScalingThresholds
+from infra.observability.charts import PrometheusStorage
+from infra.observability.rules import AlertThresholds
 from infra.sizing.memory import (
     CHECKPOINT_QUANTIZATION,
     DTYPE_CHOICES,
@@ -294,6 +298,76 @@ class EndpointSettings(_Strict):
         return self
 
 
+# --- monitoring and autoscaling (issue 9) ---------------------------------------------------------------------
+
+
+@contextmanager
+def _config_keys(keys: Mapping[str, str]) -> Iterator[None]:
+    """A builder's UserError inside becomes a validation error naming the config key (`storageGiB: ...`)."""
+    try:
+        yield
+    except UserError as error:
+        message = str(error).removeprefix(f"{error.key}: ")
+        raise ValueError(f"{keys.get(error.key or '', error.key)}: {message}") from None
+
+
+class MonitoringSettings(_Strict):
+    """Prometheus' retention and volume, and the TTFT SLO its alert holds the revisions to."""
+
+    retention: str
+    storage_gib: int = Field(alias="storageGiB")
+    ttft_p95_slo_seconds: float = Field(alias="ttftP95SloSeconds")
+
+    @model_validator(mode="after")
+    def _checked_by_the_builders(self) -> MonitoringSettings:
+        with _config_keys({"ttft_p95_slo_seconds": "ttftP95SloSeconds"}):  # the others name theirs
+            self.storage()
+            self.alert_thresholds()
+        return self
+
+    def storage(self) -> PrometheusStorage:
+        return PrometheusStorage(retention=self.retention, storage_gib=self.storage_gib)
+
+    def alert_thresholds(self) -> AlertThresholds:
+        return AlertThresholds(ttft_p95_slo_seconds=self.ttft_p95_slo_seconds)
+
+
+class AutoscalingSettings(_Strict):
+    """What makes KEDA add a replica: queue per replica, KV-cache usage, optionally GPU utilization."""
+
+    waiting_per_replica: float = Field(alias="waitingPerReplica")
+    kv_cache_usage: float = Field(alias="kvCacheUsage")
+    gpu_utilization_percent: float = Field(alias="gpuUtilizationPercent", ge=0)
+
+    @model_validator(mode="after")
+    def _checked_by_the_builders(self) -> AutoscalingSettings:
+        keys = {
+            "waiting_per_replica": "waitingPerReplica",
+            "kv_cache_usage": "kvCacheUsage",
+            "gpu_utilization_percent": "gpuUtilizationPercent",
+        }
+        with _config_keys(keys):
+            self.thresholds()
+        return self
+
+    def thresholds(self) -> ScalingThresholds:
+        if self.gpu_utilization_percent == 0:  # 0 turns the GPU trigger off
+            return ScalingThresholds(
+                waiting_per_replica=self.waiting_per_replica, kv_cache_usage=self.kv_cache_usage
+            )
+        return ScalingThresholds(
+            waiting_per_replica=self.waiting_per_replica,
+            kv_cache_usage=self.kv_cache_usage,
+            gpu_utilization=True,
+            gpu_utilization_percent=self.gpu_utilization_percent,
+        )
+
+
+# Object keys whose Pulumi.yaml default is a map: a stack that sets some of its keys keeps the defaults of
+# the others (Pulumi itself replaces the whole object).
+MERGED_OBJECT_KEYS = ("monitoring", "autoscaling")
+
+
 class RevisionOverrides(_Strict):
     """One entry of `revisions`: every key left out takes the stack-level key of the same name."""
 
@@ -393,6 +467,8 @@ class StackSettings(BaseModel):
     serving_image: str = Field(alias="servingImage")
     model_load_mode: Literal["local", "runai_streamer"] = Field(alias="modelLoadMode")
     compile_cache: bool = Field(alias="compileCache", strict=True)
+    monitoring: MonitoringSettings = Field(alias="monitoring")
+    autoscaling: AutoscalingSettings = Field(alias="autoscaling")
     # Secrets stay Pulumi secrets (Outputs); only whether they are set decides the program's shape.
     hf_token: SkipValidation[pulumi.Output[str] | None] = Field(default=None, repr=False, exclude=True)
     api_key: SkipValidation[pulumi.Output[str] | None] = Field(default=None, repr=False, exclude=True)
@@ -579,6 +655,9 @@ def settings_from_values(
             "is not a config key of this project" + did_you_mean(unknown[0], schema), key=unknown[0]
         )
     data = {name: values.get(name, key.default) for name, key in schema.items() if not key.secret}
+    for name in MERGED_OBJECT_KEYS:
+        if isinstance(data[name], Mapping):
+            data[name] = {**schema[name].default, **data[name]}
     try:
         return StackSettings.model_validate(
             {**data, "stack": stack, "hf_token": hf_token, "api_key": api_key}

@@ -1,6 +1,7 @@
 """The stack's one endpoint, as plain manifests: an ALB Ingress that splits `/v1/*` between the revisions'
 Services by weight, and the NetworkPolicy that lets only the load balancer and the metrics scraper reach
-vLLM's port.
+vLLM's port. A revision that scales from zero is reached through the KEDA HTTP add-on's interceptor instead
+(ALB -> interceptor -> the revision's Service; infra/kubernetes/wake.py), which the policy then admits.
 
 Why an Ingress with weighted target groups and not a Gateway API HTTPRoute: the AWS Load Balancer
 Controller has forwarded to weighted target groups from Ingress annotations for years (its
@@ -23,6 +24,7 @@ from typing import Any, Literal
 
 from infra.kubernetes.model_cache import Manifest
 from infra.kubernetes.vllm_workload import APP, PRESTOP_PAUSE_S, SHUTDOWN_TIMEOUT_S
+from infra.kubernetes.wake import INTERCEPTOR_LABELS
 from infra.vllm.args import MULTI_NODE_PORT, SERVE_PORT
 
 INGRESS_CLASS = "alb"  # the IngressClass the controller's chart creates
@@ -44,6 +46,7 @@ class Backend:
 
     service: str
     weight: int
+    port: int = SERVE_PORT  # vLLM's; the interceptor's proxy port for a revision that scales from zero
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,10 @@ class EndpointSpec:
     # Source addresses of the load balancer's nodes (its subnets), which the NetworkPolicy admits.
     load_balancer_cidrs: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Longer for a stack with a revision at zero: the interceptor holds its first request through a cold start
+    # and the load balancer must not cut that silent connection.
+    idle_timeout_s: int = IDLE_TIMEOUT_S
+    wakes_from_zero: bool = False  # some backend is the HTTP add-on's interceptor (infra/kubernetes/wake.py)
 
     def __post_init__(self) -> None:
         if not self.backends:
@@ -74,8 +81,7 @@ def forward_action(backends: Sequence[Backend]) -> dict[str, Any]:
         "type": "forward",
         "forwardConfig": {
             "targetGroups": [
-                {"serviceName": b.service, "servicePort": str(SERVE_PORT), "weight": b.weight}
-                for b in backends
+                {"serviceName": b.service, "servicePort": str(b.port), "weight": b.weight} for b in backends
             ]
         },
     }
@@ -87,7 +93,7 @@ def ingress(spec: EndpointSpec) -> Manifest:
         f"{ALB}/target-type": "ip",  # straight to pod IPs: every replica is its own target
         f"{ALB}/healthcheck-path": "/health",
         f"{ALB}/success-codes": "200",
-        f"{ALB}/load-balancer-attributes": f"idle_timeout.timeout_seconds={IDLE_TIMEOUT_S}",
+        f"{ALB}/load-balancer-attributes": f"idle_timeout.timeout_seconds={spec.idle_timeout_s}",
         f"{ALB}/target-group-attributes": f"deregistration_delay.timeout_seconds={DEREGISTRATION_DELAY_S}",
         f"{ALB}/actions.{ACTION}": json.dumps(forward_action(spec.backends), separators=(",", ":")),
     }
@@ -133,6 +139,9 @@ def network_policy(spec: EndpointSpec) -> Manifest:
     multi-node port only between pods of the same revision. Everything else is dropped (egress stays
     open: pods read S3 and resolve DNS)."""
     vllm = {"app.kubernetes.io/name": APP}
+    serving_sources: list[dict[str, Any]] = [{"ipBlock": {"cidr": cidr}} for cidr in spec.load_balancer_cidrs]
+    if spec.wakes_from_zero:  # the interceptor forwards a waking revision's traffic from its own pods
+        serving_sources.append({"podSelector": {"matchLabels": dict(INTERCEPTOR_LABELS)}})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -142,7 +151,7 @@ def network_policy(spec: EndpointSpec) -> Manifest:
             "policyTypes": ["Ingress"],
             "ingress": [
                 {
-                    "from": [{"ipBlock": {"cidr": cidr}} for cidr in spec.load_balancer_cidrs],
+                    "from": serving_sources,
                     "ports": [{"port": SERVE_PORT, "protocol": "TCP"}],
                 },
                 {

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.errors import UserError
+from infra.kubernetes.wake import CONCURRENCY_METRIC
 from infra.observability import rules as r
 
 
@@ -44,22 +45,22 @@ class Trigger:
     name: str
     query: str
     threshold: float
+    # KEDA wakes a ScaledObject at zero replicas when some trigger's value exceeds this (its default is 0).
+    activation_threshold: float | None = None
 
     def keda(self, server_address: str, *, ignore_null_values: bool) -> dict[str, object]:
-        return {
-            "type": "prometheus",
-            "name": self.name,
-            "metricType": "AverageValue",
-            "metadata": {
-                "serverAddress": server_address,
-                "query": self.query,
-                "threshold": f"{self.threshold:g}",
-                # An empty result scales to 0 when ignored: that is how a renamed metric silently stops
-                # autoscaling, so it is an error (KEDA's fallback then applies) unless the revision can
-                # legitimately have no pods.
-                "ignoreNullValues": "true" if ignore_null_values else "false",
-            },
+        metadata = {
+            "serverAddress": server_address,
+            "query": self.query,
+            "threshold": f"{self.threshold:g}",
+            # An empty result scales to 0 when ignored: that is how a renamed metric silently stops
+            # autoscaling, so it is an error (KEDA's fallback then applies) unless the revision can
+            # legitimately have no pods.
+            "ignoreNullValues": "true" if ignore_null_values else "false",
         }
+        if self.activation_threshold is not None:
+            metadata["activationThreshold"] = f"{self.activation_threshold:g}"
+        return {"type": "prometheus", "name": self.name, "metricType": "AverageValue", "metadata": metadata}
 
 
 def trigger_queries(
@@ -78,3 +79,18 @@ def trigger_queries(
         gpus = f'DCGM_FI_DEV_GPU_UTIL{{namespace="{namespace}", pod=~"{pod_regex}"}}'
         triggers.append(Trigger("gpu-utilization", f"sum(avg by (pod) ({gpus}))", t.gpu_utilization_percent))
     return tuple(triggers)
+
+
+def wake_trigger(route_namespace: str, route_name: str, concurrency_per_replica: int) -> Trigger:
+    """The trigger that wakes a revision at zero replicas: requests the HTTP add-on's interceptor holds or
+    forwards for its route (infra/kubernetes/wake.py). Active from the first request (above 0); once pods
+    run it also asks for a replica per `concurrency_per_replica` requests in flight, next to vLLM's own
+    triggers. Its series exist before any request only once the interceptor has seen one, so an empty
+    result is 0 (the ScaledObject of a revision at minReplicas 0 ignores empty results)."""
+    selector = f'{{route_namespace="{route_namespace}", route_name="{route_name}"}}'
+    return Trigger(
+        "wake-on-request",
+        f"sum({CONCURRENCY_METRIC}{selector})",
+        concurrency_per_replica,
+        activation_threshold=0,
+    )

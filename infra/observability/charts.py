@@ -116,3 +116,10 @@ def keda_values() -> dict[str, Any]:
     # Chart defaults (operator, metrics server, admission webhooks); stated so a values key that moved
     # fails the key check.
     return {"webhooks": {"enabled": True}}
+
+
+def http_add_on_values() -> dict[str, Any]:
+    """The KEDA HTTP add-on, for revisions that scale from zero (infra/kubernetes/wake.py): two interceptors
+    at least (they are in the request path, so a rollout or a lost node must not cut it), and one scaler (its
+    external scaler is not used; the ScaledObjects read the interceptors' metrics from Prometheus)."""
+    return {"interceptor": {"replicas": {"min": 2, "max": 10}}, "scaler": {"replicas": 1}}

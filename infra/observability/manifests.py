@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infra.errors import UserError
+from infra.kubernetes import wake
 from infra.observability import rules
 from infra.observability.autoscaling import ScalingThresholds, trigger_queries
 
@@ -51,6 +52,24 @@ def pod_monitor(*, namespace: str, revision: str, port: str, interval: str = "15
                         }
                     ],
                 }
+            ],
+        },
+    }
+
+
+def interceptor_pod_monitor(*, namespace: str, interval: str = "15s") -> dict[str, Any]:
+    """Scrape the HTTP add-on's interceptors (in the workload's namespace): their request concurrency per
+    route wakes revisions at zero replicas. Their metrics port is not a declared container port, hence
+    `portNumber`."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {"name": "http-add-on-interceptor", "namespace": namespace, "labels": dict(MANAGED_BY)},
+        "spec": {
+            "selector": {"matchLabels": dict(wake.INTERCEPTOR_LABELS)},
+            "namespaceSelector": {"matchNames": [namespace]},
+            "podMetricsEndpoints": [
+                {"portNumber": wake.INTERCEPTOR_METRICS_PORT, "path": "/metrics", "interval": interval}
             ],
         },
     }

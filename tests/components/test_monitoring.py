@@ -12,10 +12,17 @@ from pulumi.runtime.sync_await import _sync_await
 
 from infra.components.monitoring import MonitoredRevision, Monitoring, MonitoringArgs
 from infra.errors import UserError
+from infra.kubernetes.wake import WakeRoute
 from infra.observability import charts, dashboards, manifests
 from infra.render import REDACTED
-from infra.versions import DCGM_EXPORTER_VERSION, KEDA_VERSION, KUBE_PROMETHEUS_STACK_VERSION
+from infra.versions import (
+    DCGM_EXPORTER_VERSION,
+    KEDA_HTTP_ADD_ON_VERSION,
+    KEDA_VERSION,
+    KUBE_PROMETHEUS_STACK_VERSION,
+)
 from tests.components.support import Recorded, run
+from tests.conftest import shared_path
 from tests.kubernetes.crd_schemas import validate_custom_resource
 
 TAGS = {"project": "llm-serving", "stack": "test"}
@@ -26,10 +33,15 @@ SECRET = "kubernetes:core/v1:Secret"
 PODMONITOR = "kubernetes:monitoring.coreos.com/v1:PodMonitor"
 SCALEDOBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
 RULE = "kubernetes:monitoring.coreos.com/v1:PrometheusRule"
-WAKE = {
-    "type": "cron",
-    "metadata": {"timezone": "UTC", "start": "0 8 * * *", "end": "0 9 * * *", "desiredReplicas": "1"},
-}
+ROUTE = "kubernetes:http.keda.sh/v1beta1:InterceptorRoute"
+SERVICE = "kubernetes:core/v1:Service"
+WAKE = WakeRoute(
+    revision="dev",
+    namespace="llm",
+    readiness_timeout_s=900,
+    response_header_timeout_s=600,
+    concurrency_per_replica=8,
+)
 
 
 def revision(name: str, min_replicas: int = 1, max_replicas: int = 3, **extra: Any) -> MonitoredRevision:
@@ -55,7 +67,7 @@ def build(*revisions: MonitoredRevision, holder: dict | None = None) -> Recorded
 
 @pytest.fixture(scope="module")
 def recorded() -> Recorded:
-    return build(revision("qwen3-8b-a"), revision("dev", 0, 1, wake_triggers=(WAKE,)))
+    return build(revision("qwen3-8b-a"), revision("dev", 0, 1, wake=WAKE))
 
 
 def manifest(recorded: Recorded, type_: str, name: str) -> dict[str, Any]:
@@ -108,6 +120,8 @@ def test_grafana_password_is_generated_and_secret(recorded: Recorded) -> None:
     assert "port-forward svc/kube-prometheus-stack-grafana" in _sync_await(
         holder["m"].grafana_port_forward.future()
     )
+    assert _sync_await(holder["m"].grafana_admin_user.future()) == "admin"
+    assert (RELEASE, "mon-http-add-on") not in set(build(revision("b")).names())  # nothing at zero
 
 
 @pytest.mark.parametrize(
@@ -135,8 +149,39 @@ def test_scaled_objects_scale_each_revision_on_the_stacks_prometheus(recorded: R
     }
     addresses = {t["metadata"]["serverAddress"] for t in spec["triggers"]}
     assert addresses == {"http://kube-prometheus-stack-prometheus.monitoring.svc:9090"}
+    assert "wake-on-request" not in {t["name"] for t in spec["triggers"]}
     dev = manifest(recorded, SCALEDOBJECT, "mon-dev-scaledobject")["spec"]
-    assert dev["minReplicaCount"] == 0 and WAKE in dev["triggers"]
+    (wake,) = [t for t in dev["triggers"] if t["name"] == "wake-on-request"]
+    assert dev["minReplicaCount"] == 0
+    assert wake["metadata"]["activationThreshold"] == "0" and wake["metadata"]["ignoreNullValues"] == "true"
+    assert 'route_name="vllm-dev"' in wake["metadata"]["query"]
+
+
+def test_a_revision_at_zero_gets_the_http_add_on_route_and_a_scraped_interceptor(recorded: Recorded) -> None:
+    add_on = recorded.inputs(RELEASE, "mon-http-add-on")
+    assert (add_on["chart"], add_on["version"], add_on["namespace"]) == (
+        "keda-add-ons-http",
+        KEDA_HTTP_ADD_ON_VERSION,
+        "llm",  # the workload's namespace: the Ingress names the interceptor's Service there
+    )
+    assert add_on["values"] == charts.http_add_on_values()
+    route = manifest(recorded, ROUTE, "mon-dev-route")
+    assert route["spec"]["target"] == {"service": "vllm-dev", "port": 8000}
+    assert recorded.inputs(SERVICE, "mon-dev-wake")["metadata"]["name"] == WAKE.service
+    monitor = manifest(recorded, PODMONITOR, "mon-interceptor-podmonitor")
+    validate_custom_resource(monitor)
+    assert monitor["spec"]["podMetricsEndpoints"][0]["portNumber"] == 2223
+
+    def waits_for(type_: str, name: str) -> set[str]:
+        dependencies = recorded.one(type_, name).dependencies
+        return {r.name for r in recorded.registrations if r.urn in dependencies}
+
+    assert "mon-keda" in waits_for(RELEASE, "mon-http-add-on")  # its chart makes a ScaledObject
+    assert "mon-http-add-on" in waits_for(ROUTE, "mon-dev-route")  # which brings the CRD
+    # only the revision at zero is routed through the interceptor
+    assert (ROUTE, "mon-qwen3-8b-a-route") not in set(recorded.names())
+    shared_path("k8s-schemas", "http.keda.sh_interceptorroutes.yaml")  # skips, naming `make schemas`
+    validate_custom_resource(route)
 
 
 def test_dashboards_reach_grafanas_sidecar(recorded: Recorded) -> None:

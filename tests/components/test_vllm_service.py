@@ -12,7 +12,7 @@ import kubernetes_validate
 import pulumi
 import pytest
 
-from infra.components.vllm_service import VllmService, VllmServiceArgs
+from infra.components.vllm_service import VllmService, VllmServiceArgs, workload_options
 from infra.errors import UserError
 from infra.kubernetes.serving_cache import GIB, AdapterCache, RevisionCache, fill_job_name
 from infra.kubernetes.vllm_workload import InstanceShape
@@ -159,3 +159,9 @@ def test_adapters_get_a_fill_job_each_unless_another_revision_fills_it() -> None
         "sql=/models/org--sql-lora/main",
         "de=/models/org--de-lora/v2",
     ]
+
+
+def test_under_keda_pulumi_sets_replicas_only_when_it_creates_the_workload() -> None:
+    autoscaled = workload_options(args(autoscaled=True), parent=None, depends_on=[])
+    assert autoscaled.ignore_changes == ["spec.replicas"]
+    assert workload_options(args(), parent=None, depends_on=[]).ignore_changes is None

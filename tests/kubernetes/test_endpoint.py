@@ -82,3 +82,40 @@ def test_controller_values_exist_in_the_pinned_chart() -> None:
         if isinstance(value, dict) and isinstance(chart[key], dict) and key != "resources":
             assert set(value) <= set(chart[key]) | {"featureGates"}, key
     assert chart["ingressClass"] == endpoint.INGRESS_CLASS
+
+
+def test_a_revision_at_zero_is_reached_through_the_interceptor_which_may_reach_vllm() -> None:
+    waking = EndpointSpec(
+        name="vllm",
+        namespace="ns",
+        backends=(Backend("vllm-a-wake", 70, 8080), Backend("vllm-b", 30)),
+        load_balancer_cidrs=("10.0.240.0/24",),
+        idle_timeout_s=1500,
+        wakes_from_zero=True,
+    )
+    ingress, policy = endpoint.ingress(waking), endpoint.network_policy(waking)
+    for manifest in (ingress, policy):
+        kubernetes_validate.validate(manifest, "1.33", strict=True)
+    annotations = ingress["metadata"]["annotations"]
+    action = json.loads(annotations["alb.ingress.kubernetes.io/actions.vllm-revisions"])
+    assert [(g["serviceName"], g["servicePort"]) for g in action["forwardConfig"]["targetGroups"]] == [
+        ("vllm-a-wake", "8080"),
+        ("vllm-b", "8000"),
+    ]
+    assert (
+        annotations["alb.ingress.kubernetes.io/load-balancer-attributes"]
+        == "idle_timeout.timeout_seconds=1500"
+    )
+    balancer = policy["spec"]["ingress"][0]["from"]
+    assert {
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/component": "interceptor",
+                "app.kubernetes.io/name": "http-add-on",
+            }
+        }
+    } in balancer
+    # without a revision at zero nothing but the load balancer's subnets serves through port 8000
+    assert all(
+        "ipBlock" in source for source in endpoint.network_policy(PUBLIC)["spec"]["ingress"][0]["from"]
+    )

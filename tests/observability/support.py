@@ -3,15 +3,23 @@ the Debian Prometheus tools (skipping with the install command when they are mis
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from infra.versions import VLLM_VERSION
-from tests.conftest import shared_path
+from tests.conftest import free_port, shared_path, stop_process, wait_for_port
 
 APT_INSTALL = "apt-get update && apt-get install -y prometheus"
 _NAME = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:]*$")
@@ -110,3 +118,47 @@ def prometheus_tool(name: str) -> Path:
     if path is None:
         pytest.skip(f"{name} is not installed ({APT_INSTALL})")
     return Path(path)
+
+
+class Prometheus:
+    """The HTTP API of a Prometheus this test process started."""
+
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}/api/v1"
+
+    def get(self, path: str, **params: str | list[str]) -> dict[str, object]:
+        url = f"{self.base}/{path}?{urllib.parse.urlencode(params, doseq=True)}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as error:
+            if error.code == 503:  # still starting: plain text "Service Unavailable"
+                return {"status": "unavailable"}
+            return json.load(error)  # 400/422 carry the parse or evaluation error as JSON
+
+    def query(self, expr: str) -> dict[str, object]:
+        return self.get("query", query=expr)
+
+
+@contextmanager
+def running_prometheus(config: dict[str, object], workdir: Path) -> Iterator[Prometheus]:
+    """A real Prometheus on 127.0.0.1 with `config` (its data and log in `workdir`), stopped by its PID."""
+    binary = prometheus_tool("prometheus")
+    config_file = workdir / "prometheus.yml"
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            str(binary),
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(workdir / "prometheus.log").open("w"),
+    )
+    try:
+        wait_for_port(port, process)
+        yield Prometheus(port)
+    finally:
+        stop_process(process)

@@ -64,6 +64,17 @@ def test_keda_keys_exist_in_the_pinned_chart() -> None:
     assert list(unknown_keys(charts.keda_values(), chart_values("keda", versions.KEDA_VERSION))) == []
 
 
+def test_http_add_on_keys_exist_in_the_pinned_chart() -> None:
+    """Its values are not in ../shared: `make schemas` fetches them (else this skips)."""
+    defaults = chart_values("keda-add-ons-http", versions.KEDA_HTTP_ADD_ON_VERSION)
+    assert list(unknown_keys(charts.http_add_on_values(), defaults)) == []
+    # the interceptor's ports our Service and PodMonitor name are the chart's
+    from infra.kubernetes import wake
+
+    assert defaults["interceptor"]["proxy"]["port"] == wake.INTERCEPTOR_PROXY_PORT
+    assert defaults["interceptor"]["admin"]["port"] == wake.INTERCEPTOR_ADMIN_PORT
+
+
 def test_the_key_check_catches_a_misspelt_key() -> None:
     defaults = chart_values("kube-prometheus-stack", versions.KUBE_PROMETHEUS_STACK_VERSION)
     bad = {"prometheus": {"prometheusSpec": {"retension": "1d"}}, "grafana": {"adminPasword": "x"}}

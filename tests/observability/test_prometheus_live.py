@@ -5,13 +5,8 @@ signal has data) and each KEDA trigger query. A renamed metric anywhere shows up
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +14,9 @@ import pytest
 import yaml
 
 from infra.observability import autoscaling, dashboards, rules
-from tests.conftest import free_port, shared_path, stop_process, wait_for_port
+from tests.conftest import shared_path
 from tests.observability.exporters import GPU_POD, serve_exporters
-from tests.observability.support import prometheus_tool
+from tests.observability.support import Prometheus, running_prometheus
 
 pytestmark = pytest.mark.integration
 
@@ -75,60 +70,27 @@ def prometheus_config(exporter_port: int, rules_file: Path) -> dict[str, object]
     }
 
 
-class Prometheus:
-    def __init__(self, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}/api/v1"
-
-    def get(self, path: str, **params: str | list[str]) -> dict[str, object]:
-        url = f"{self.base}/{path}?{urllib.parse.urlencode(params, doseq=True)}"
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return json.load(response)
-        except urllib.error.HTTPError as error:
-            if error.code == 503:  # still starting: plain text "Service Unavailable"
-                return {"status": "unavailable"}
-            return json.load(error)  # 400/422 carry the parse or evaluation error as JSON
-
-    def query(self, expr: str) -> dict[str, object]:
-        return self.get("query", query=expr)
-
-    def wait_for_first_scrapes(self) -> None:
-        """Until all three targets are up and the rules have recorded from them (~6 s: targets sync every 5 s)."""
-        deadline = time.monotonic() + DEADLINE_S
-        ready = "count(up == 1) == 3 and on () count(revision_pod:cold_start_seconds) == 1"
-        while not self.query(ready).get("data", {}).get("result"):  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "Prometheus did not scrape the exporters in time"
-            time.sleep(0.5)
+def wait_for_first_scrapes(server: Prometheus) -> None:
+    """Until all three targets are up and the rules have recorded from them (~6 s: targets sync every 5 s)."""
+    deadline = time.monotonic() + DEADLINE_S
+    ready = "count(up == 1) == 3 and on () count(revision_pod:cold_start_seconds) == 1"
+    while not server.query(ready).get("data", {}).get("result"):  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "Prometheus did not scrape the exporters in time"
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
-    binary = prometheus_tool("prometheus")
     exposition = shared_path("vllm-0.33.0", "metrics-default.prom")
     workdir = tmp_path_factory.mktemp("prometheus")
     rules_file = workdir / "rules.yaml"
     rules_file.write_text(yaml.safe_dump({"groups": rules.rule_groups()}, sort_keys=False))
-    with serve_exporters(exposition) as exporter_port:
-        config = workdir / "prometheus.yml"
-        config.write_text(yaml.safe_dump(prometheus_config(exporter_port, rules_file), sort_keys=False))
-        port = free_port()
-        process = subprocess.Popen(
-            [
-                str(binary),
-                f"--config.file={config}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=(workdir / "prometheus.log").open("w"),
-        )
-        try:
-            wait_for_port(port, process)
-            server = Prometheus(port)
-            server.wait_for_first_scrapes()
-            yield server
-        finally:
-            stop_process(process)
+    with (
+        serve_exporters(exposition) as port,
+        running_prometheus(prometheus_config(port, rules_file), workdir) as server,
+    ):
+        wait_for_first_scrapes(server)
+        yield server
 
 
 def every_expression() -> dict[str, str]:
