@@ -106,7 +106,13 @@ with program.user_errors():
     monitoring = Monitoring(
         f"{settings.name}-monitoring",
         # not after the workloads: Prometheus comes up while the cache fills; KEDA waits for its targets
-        program.monitoring_args(settings, plans, pools, depends_on=cluster.ready),
+        program.monitoring_args(
+            settings,
+            plans,
+            pools,
+            storage_class=cluster.storage_class,
+            depends_on=[*cluster.ready, *cluster.storage_ready],
+        ),
         opts=on_cluster,
     )
     endpoint = ServingEndpoint(

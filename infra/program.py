@@ -528,13 +528,15 @@ def monitoring_args(
     pools: Mapping[str, GpuNodePoolArgs],
     *,
     depends_on: Sequence[pulumi.Resource],
+    storage_class: str | None = None,
 ) -> MonitoringArgs:
     """The stack's monitoring and autoscaling: a MonitoredRevision per revision, Prometheus sized and the
-    TTFT alert set from the stack's `monitoring` key."""
+    TTFT alert set from the stack's `monitoring` key. `storage_class`: the cluster's class for Prometheus'
+    volume (None: the cluster's default), unless the stack names one."""
     check_waking_revisions(settings)
     return MonitoringArgs(
         revisions=[monitored_revision(settings, r, plans[r.name], pools[r.name]) for r in settings.revisions],
-        storage=settings.monitoring.storage(),
+        storage=settings.monitoring.storage(storage_class),
         thresholds=settings.monitoring.alert_thresholds(),
         tags=settings.tags,
         depends_on=depends_on,

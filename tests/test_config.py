@@ -173,6 +173,7 @@ def test_apply_rejects_what_pulumi_would(stack_config: dict, message: str) -> No
         ({"compileCache": "yes"}, "compileCache: Input should be a valid boolean"),
         ({"monitoring": {"retention": "2 weeks"}}, "monitoring.retention: must be a Prometheus duration"),
         ({"monitoring": {"storageGiB": 0}}, "monitoring.storageGiB: must be at least 1 GiB, got 0"),
+        ({"monitoring": {"storageClass": "GP3"}}, "monitoring.storageClass: must be a StorageClass name"),
         ({"monitoring": {"ttftP95SloSeconds": 0}}, "monitoring.ttftP95SloSeconds: must be positive"),
         ({"monitoring": {"ttftP95SloSeconds": "fast"}}, "monitoring.ttftP95SloSeconds: Input should be"),
         ({"monitoring": {"retension": "7d"}}, "monitoring.retension: is not a known field"),

@@ -291,9 +291,30 @@ def test_each_revision_is_autoscaled_within_its_replicas_and_only_minimum_0_gets
     assert revision.pool is not None and revision.pool.replicas() >= replicas["max"] + 1
     assert (revision.wake is not None) == wakes
     assert (args.storage.retention, args.storage.storage_gib) == ("30d", 200)
+    assert args.storage.storage_class is None  # no class from the cluster or the stack: the cluster's default
     assert args.thresholds.ttft_p95_slo_seconds == 3
     triggers = revision.wake_triggers("http://prometheus:9090")
     assert [t["name"] for t in triggers] == (["wake-on-request"] if wakes else [])
+
+
+@pytest.mark.parametrize(
+    ("stack_class", "cluster_class", "expected"),
+    [
+        (None, "llm-serving-gp3", "llm-serving-gp3"),
+        ("fast-ssd", "llm-serving-gp3", "fast-ssd"),
+        (None, None, None),
+    ],
+)
+def test_prometheus_volume_uses_the_stacks_class_else_the_clusters(
+    stack_class: str | None, cluster_class: str | None, expected: str | None
+) -> None:
+    settings = settings_from_values(
+        {"monitoring": {"storageClass": stack_class}} if stack_class else {}, stack="t"
+    )
+    plans = {r.name: make_plan() for r in settings.revisions}
+    pools = {r.name: _pool(settings, r, plans[r.name]) for r in settings.revisions}
+    args = program.monitoring_args(settings, plans, pools, depends_on=[], storage_class=cluster_class)
+    assert args.storage.storage_class == expected
 
 
 def _endpoint(settings: Any, plan: Any) -> Any:

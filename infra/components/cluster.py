@@ -2,7 +2,8 @@
 
 New: a VPC with public subnets (load balancers, one NAT gateway) and private subnets (nodes), an S3
 gateway endpoint so model bytes never cross the NAT, the cluster with API authentication and the add-ons
-a GPU workload needs (VPC CNI, kube-proxy, CoreDNS, the Pod Identity agent), Kubernetes secrets
+a GPU workload needs (VPC CNI, kube-proxy, CoreDNS, the Pod Identity agent, and the EBS CSI driver with an
+encrypted gp3 StorageClass for Prometheus' volume), Kubernetes secrets
 envelope-encrypted with a customer-managed KMS key (rotation on), a small on-demand system node group for
 cluster services (IMDSv2 only, hop limit 1, as the GPU nodes), and Karpenter (controller role bound by
 Pod Identity, its node role with an access entry, the SQS queue that receives spot interruption warnings).
@@ -52,6 +53,12 @@ KARPENTER_POLICIES = (
 )
 PUBLIC_ACCESS_KEY = "cluster.publicAccessCidrs"  # the stack config key users change
 MAX_PUBLIC_ACCESS_CIDRS = 40  # EKS's quota of public access CIDR blocks per cluster
+# EKS ships no CSI driver and no default StorageClass: without these a PersistentVolumeClaim (Prometheus')
+# stays Pending forever. The class is not made the default, so it changes nothing else on the cluster.
+EBS_CSI_ADDON = "aws-ebs-csi-driver"
+EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"  # the add-on's controller, in kube-system
+EBS_CSI_POLICY = "service-role/AmazonEBSCSIDriverPolicy"
+STORAGE_CLASS = "llm-serving-gp3"
 KARPENTER_NAMESPACE = "kube-system"
 KARPENTER_SERVICE_ACCOUNT = "karpenter"
 
@@ -177,6 +184,10 @@ class Cluster(pulumi.ComponentResource):
     provider: k8s.Provider
     # what Kubernetes objects of later components must wait for (Karpenter and its CRDs on a new cluster)
     ready: list[pulumi.Resource]
+    # The StorageClass for persistent volumes (Prometheus'): ours on a new cluster, None (the cluster's
+    # default) on an existing one; `storage_ready` is what a claim must wait for.
+    storage_class: str | None
+    storage_ready: list[pulumi.Resource]
 
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-serving:index:Cluster", name, None, opts)
@@ -260,6 +271,8 @@ class Cluster(pulumi.ComponentResource):
             f"{self._name}-k8s", kubeconfig=self.kubeconfig, enable_server_side_apply=True, opts=self._opts()
         )
         self.ready = []
+        self.storage_class = None
+        self.storage_ready = []
 
     # --- a new cluster ----------------------------------------------------------------------------------
 
@@ -398,6 +411,8 @@ class Cluster(pulumi.ComponentResource):
         )
         karpenter = self._karpenter(cluster, system_nodes, late_addons)
         self.ready = [karpenter]
+        self.storage_class = STORAGE_CLASS
+        self.storage_ready = [self._block_storage(cluster, system_nodes)]
 
     def _subnet_tier(
         self,
@@ -514,6 +529,52 @@ class Cluster(pulumi.ComponentResource):
             resolve_conflicts_on_update="OVERWRITE",
             tags=self._tagged(f"{self._args.cluster_name}-{addon}"),
             opts=self._opts(depends_on=depends_on or []),
+        )
+
+    def _block_storage(
+        self, cluster: aws.eks.Cluster, system_nodes: aws.eks.NodeGroup
+    ) -> k8s.storage.v1.StorageClass:
+        """The EBS CSI driver (its controller's role bound by Pod Identity) and an encrypted gp3 class that
+        provisions in the zone of the pod that claims it."""
+        name = self._name
+        account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id
+        role = aws.iam.Role(
+            f"{name}-ebs-csi",
+            assume_role_policy=pulumi.Output.all(account, cluster.arn).apply(
+                lambda values: json.dumps(aws_policies.pod_identity_trust_policy(values[0], values[1]))
+            ),
+            tags=self._tagged(f"{name}-ebs-csi"),
+            opts=self._opts(),
+        )
+        attachment = aws.iam.RolePolicyAttachment(
+            f"{name}-ebs-csi-policy",
+            role=role.name,
+            policy_arn=aws_policies.managed_policy_arn(self._args.region, EBS_CSI_POLICY),
+            opts=self._opts(),
+        )
+        addon = aws.eks.Addon(
+            f"{name}-{EBS_CSI_ADDON}",
+            cluster_name=cluster.name,
+            addon_name=EBS_CSI_ADDON,
+            pod_identity_associations=[
+                aws.eks.AddonPodIdentityAssociationArgs(
+                    role_arn=role.arn, service_account=EBS_CSI_SERVICE_ACCOUNT
+                )
+            ],
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            tags=self._tagged(f"{self._args.cluster_name}-{EBS_CSI_ADDON}"),
+            opts=self._opts(depends_on=[system_nodes, attachment]),
+        )
+        return k8s.storage.v1.StorageClass(
+            f"{name}-storage-class",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=STORAGE_CLASS, labels=kubernetes_labels(self._tags)),
+            provisioner="ebs.csi.aws.com",
+            parameters={"type": "gp3", "encrypted": "true"},
+            volume_binding_mode="WaitForFirstConsumer",
+            allow_volume_expansion=True,
+            reclaim_policy="Delete",
+            opts=self._opts(provider=self.provider, depends_on=[addon]),
         )
 
     def _karpenter(

@@ -317,6 +317,7 @@ class MonitoringSettings(_Strict):
     retention: str
     storage_gib: int = Field(alias="storageGiB")
     ttft_p95_slo_seconds: float = Field(alias="ttftP95SloSeconds")
+    storage_class: str | None = Field(default=None, alias="storageClass")
 
     @model_validator(mode="after")
     def _checked_by_the_builders(self) -> MonitoringSettings:
@@ -325,8 +326,13 @@ class MonitoringSettings(_Strict):
             self.alert_thresholds()
         return self
 
-    def storage(self) -> PrometheusStorage:
-        return PrometheusStorage(retention=self.retention, storage_gib=self.storage_gib)
+    def storage(self, cluster_storage_class: str | None = None) -> PrometheusStorage:
+        """`cluster_storage_class`: the class the program made on a new cluster; a stack's own wins."""
+        return PrometheusStorage(
+            retention=self.retention,
+            storage_gib=self.storage_gib,
+            storage_class=self.storage_class or cluster_storage_class,
+        )
 
     def alert_thresholds(self) -> AlertThresholds:
         return AlertThresholds(ttft_p95_slo_seconds=self.ttft_p95_slo_seconds)

@@ -40,6 +40,14 @@ class PrometheusStorage:
                 f"must be a Prometheus duration such as 15s, got {self.scrape_interval!r}",
                 key="scrapeInterval",
             )
+        if self.storage_class is not None and not re.fullmatch(
+            r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", self.storage_class
+        ):
+            raise UserError(
+                f"must be a StorageClass name (lower-case letters, digits, '-' and '.'), got "
+                f"{self.storage_class!r}",
+                key="storageClass",
+            )
         if self.storage_gib < 1:
             raise UserError(f"must be at least 1 GiB, got {self.storage_gib}", key="storageGiB")
         if self.remote_write_url and not self.region:

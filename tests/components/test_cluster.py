@@ -7,6 +7,7 @@ import json
 import pytest
 import yaml
 
+from infra.components.cluster import STORAGE_CLASS as CLUSTER_STORAGE_CLASS
 from infra.components.cluster import Cluster, ClusterArgs, ClusterMode, kubeconfig_for
 from infra.errors import UserError
 from infra.versions import KARPENTER_CHART, KARPENTER_VERSION
@@ -67,6 +68,9 @@ def test_new_cluster_creates_exactly_these_children(recorded: Recorded) -> None:
         ("aws:sqs/queuePolicy:QueuePolicy", "c-karpenter-queue-policy"),
         ("aws:iam/role:Role", "c-karpenter-controller"),
         ("aws:eks/podIdentityAssociation:PodIdentityAssociation", "c-karpenter-pod-identity"),
+        ("aws:iam/role:Role", "c-ebs-csi"),
+        ("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "c-ebs-csi-policy"),
+        ("kubernetes:storage.k8s.io/v1:StorageClass", "c-storage-class"),
         ("pulumi:providers:kubernetes", "c-k8s"),
         ("kubernetes:helm.sh/v3:Release", "c-karpenter"),
         ("kubernetes:core/v1:Namespace", "c-namespace"),
@@ -75,7 +79,7 @@ def test_new_cluster_creates_exactly_these_children(recorded: Recorded) -> None:
         for index in range(3):
             expected.add(("aws:ec2/subnet:Subnet", f"c-{tier}-{index}"))
             expected.add(("aws:ec2/routeTableAssociation:RouteTableAssociation", f"c-{tier}-{index}-routes"))
-    for addon in ("vpc-cni", "kube-proxy", "eks-pod-identity-agent", "coredns"):
+    for addon in ("vpc-cni", "kube-proxy", "eks-pod-identity-agent", "coredns", "aws-ebs-csi-driver"):
         expected.add(("aws:eks/addon:Addon", f"c-{addon}"))
     for policy in (
         "node-lifecycle",
@@ -350,6 +354,30 @@ def test_system_nodes_require_imdsv2_out_of_reach_of_pods(recorded: Recorded) ->
     # Karpenter cannot ask IMDS for its region any more
     values = recorded.inputs("kubernetes:helm.sh/v3:Release", "c-karpenter")["values"]
     assert values["controller"]["env"] == [{"name": "AWS_REGION", "value": "eu-west-1"}]
+
+
+def test_a_new_cluster_provisions_encrypted_volumes_through_the_ebs_csi_driver(recorded: Recorded) -> None:
+    # EKS has no CSI driver and no default StorageClass: Prometheus' claim would stay Pending without them.
+    addon = recorded.inputs("aws:eks/addon:Addon", "c-aws-ebs-csi-driver")
+    assert addon["podIdentityAssociations"] == [
+        {"roleArn": "<known after deploy: c-ebs-csi.arn>", "serviceAccount": "ebs-csi-controller-sa"}
+    ]
+    attachment = recorded.inputs("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "c-ebs-csi-policy")
+    assert attachment["policyArn"] == "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
+    trust = json.loads(recorded.inputs("aws:iam/role:Role", "c-ebs-csi")["assumeRolePolicy"])
+    assert trust["Statement"][0]["Condition"]["ArnEquals"] == {
+        "aws:SourceArn": "<known after deploy: c-eks.arn>"
+    }
+    storage = recorded.inputs("kubernetes:storage.k8s.io/v1:StorageClass", "c-storage-class")
+    assert storage["provisioner"] == "ebs.csi.aws.com"
+    assert storage["parameters"] == {"type": "gp3", "encrypted": "true"}
+    assert storage["volumeBindingMode"] == "WaitForFirstConsumer"  # in the zone of the pod that claims it
+    # not the cluster's default class: it changes nothing else, and claims name it
+    assert "storageclass.kubernetes.io/is-default-class" not in storage["metadata"].get("annotations", {})
+    assert storage["metadata"]["name"] == CLUSTER_STORAGE_CLASS
+    # the class exists only once the driver (and the nodes it runs on) does
+    created = recorded.one("kubernetes:storage.k8s.io/v1:StorageClass", "c-storage-class")
+    assert recorded.one("aws:eks/addon:Addon", "c-aws-ebs-csi-driver").urn in created.dependencies
 
 
 def test_karpenters_identity_trusts_only_this_cluster(recorded: Recorded) -> None:
