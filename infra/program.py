@@ -16,7 +16,7 @@ import pulumi
 
 from infra.components.cluster import ClusterArgs, ClusterMode
 from infra.components.gpu_node_pool import GpuNodePoolArgs
-from infra.components.model_cache import ModelCacheArgs
+from infra.components.model_cache import BucketEncryption, ModelCacheArgs
 from infra.components.serving_endpoint import ServingEndpointArgs
 from infra.components.serving_image import ServingImageArgs
 from infra.components.vllm_service import VllmServiceArgs
@@ -30,7 +30,7 @@ from infra.kubernetes.serving_cache import RevisionCache
 from infra.kubernetes.vllm_workload import SURGE, InstanceShape
 from infra.sizing.adapters import AdapterRef, lora_slots
 from infra.sizing.gpus import load_catalog
-from infra.sizing.models import load_model
+from infra.sizing.models import gated_without_token, load_model
 from infra.sizing.plan import Constraints, ServingPlan, Workload
 from infra.sizing.planner import plan_serving
 from infra.vllm.args import serve_args
@@ -108,6 +108,19 @@ def as_config_error(error: UserError, revision: Revision) -> UserError:
         error.args = (f"{revision.key('model')}: {str(error).removeprefix('model: ')}",)
         error.key = revision.key("model")
     return error
+
+
+def check_model_access(settings: StackSettings) -> None:
+    """UserError naming hfToken when a revision serves a model the catalog marks gated and the stack has no
+    token: the preview fails rather than warns, because without it the fill Job fails only after
+    `pulumi up` has spent its time on the cluster and GPU pool, and the revision never serves."""
+    for revision in settings.revisions:
+        problem = gated_without_token(
+            revision.model, has_token=settings.hf_token is not None, stack=settings.stack
+        )
+        if problem:
+            where = f" ({revision.key('model')})" if revision.index is not None else ""
+            raise UserError(problem.replace(" is gated", f"{where} is gated", 1), key="hfToken")
 
 
 def build_plan(settings: StackSettings, revision: Revision) -> ServingPlan:
@@ -321,7 +334,12 @@ def model_cache_args(
 ) -> ModelCacheArgs:
     # the region names the cluster in the identities' trust (aws:SourceArn) and scopes KMS grants to S3
     return ModelCacheArgs(
-        cluster_name=cluster_name, namespace=namespace, region=settings.region, tags=settings.tags
+        cluster_name=cluster_name,
+        namespace=namespace,
+        region=settings.region,
+        encryption=BucketEncryption(settings.model_cache.encryption),
+        kms_key_arn=settings.model_cache.kms_key_arn,
+        tags=settings.tags,
     )
 
 

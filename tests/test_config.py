@@ -397,6 +397,44 @@ def test_invalid_endpoints_fail_naming_the_key(endpoint: dict, expected: str) ->
     assert str(raised.value).startswith(expected), str(raised.value)
 
 
+KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def test_the_model_cache_uses_sse_s3_unless_the_stack_asks_for_kms() -> None:
+    assert settings().model_cache.encryption == "s3" and settings().model_cache.kms_key_arn is None
+    created = settings(modelCache={"encryption": "kms"}).model_cache
+    assert (created.encryption, created.kms_key_arn) == ("kms", None)
+    given = settings(modelCache={"encryption": "kms", "kmsKeyArn": KEY_ARN}).model_cache
+    assert given.kms_key_arn == KEY_ARN
+
+
+@pytest.mark.parametrize(
+    ("model_cache", "region", "expected"),
+    [
+        ({"encryption": "aes"}, "us-east-1", "modelCache.encryption: must be 's3' or 'kms'"),
+        ({"encryption": "s3", "kmsKeyArn": KEY_ARN}, "us-east-1", "modelCache.kmsKeyArn: a key applies only"),
+        (
+            {"encryption": "kms", "kmsKeyArn": "arn:aws:kms:us-east-1:123456789012:alias/cache"},
+            "us-east-1",
+            "modelCache.kmsKeyArn: 'arn:aws:kms:us-east-1:123456789012:alias/cache' is not a KMS key ARN",
+        ),
+        (
+            {"encryption": "kms", "kmsKeyArn": KEY_ARN},
+            "eu-west-1",
+            "modelCache.kmsKeyArn: the key is in us-east-1 but the bucket in eu-west-1",
+        ),
+        ({"encryption": "kms", "keyArn": KEY_ARN}, "us-east-1", "modelCache.keyArn: is not a known field"),
+    ],
+)
+def test_invalid_model_cache_encryption_fails_naming_the_key(
+    model_cache: dict, region: str, expected: str
+) -> None:
+    with pytest.raises(UserError) as raised:
+        settings(modelCache=model_cache, region=region)
+    assert str(raised.value).startswith(expected), str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
 # --- reading through pulumi.Config ----------------------------------------------------------------------------
 
 
