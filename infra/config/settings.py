@@ -41,9 +41,8 @@ from infra.sizing.memory import (
     ONLINE_QUANTIZATION,
 )
 from infra.sizing.models import is_repo_id
+from infra.versions import KUBERNETES_VERSIONS
 
-KUBERNETES_VERSIONS = ("1.31", "1.32", "1.33")  # what kubernetesVersion allows; render tests validate each
-KubernetesVersion = Literal["1.31", "1.32", "1.33"]
 # Tags Karpenter's EC2NodeClass refuses (it sets them itself); the stack's tags go on the GPU nodes too.
 KARPENTER_RESERVED_TAGS = (
     "eks:eks-cluster-name",
@@ -138,6 +137,7 @@ ModelId = Annotated[str, AfterValidator(_model_id)]
 Dtype = Annotated[str, AfterValidator(lambda value: _one_of(value, DTYPES))]
 QuantizationMethod = Annotated[str, AfterValidator(lambda value: _one_of(value, QUANTIZATIONS))]
 KvCacheDtype = Annotated[str, AfterValidator(lambda value: _one_of(value, KV_CACHE_DTYPES))]
+KubernetesVersion = Annotated[str, AfterValidator(lambda value: _one_of(value, KUBERNETES_VERSIONS))]
 Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
 VllmArgs = Annotated[tuple[str, ...], BeforeValidator(_arg_list)]
 

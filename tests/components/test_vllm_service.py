@@ -17,6 +17,7 @@ from infra.errors import UserError
 from infra.kubernetes.serving_cache import GIB, AdapterCache, RevisionCache, fill_job_name
 from infra.kubernetes.vllm_workload import InstanceShape
 from infra.sizing.plan import LoraSlots
+from infra.versions import KUBERNETES_VERSIONS
 from tests.components.support import Recorded, make_plan, run
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/serving@sha256:" + "a" * 64
@@ -78,7 +79,7 @@ def test_the_fill_job_runs_as_the_writer_with_the_token_by_reference(recorded: R
     (token,) = [e for e in push["env"] if e["name"] == "HF_TOKEN"]
     assert token["valueFrom"] == {"secretKeyRef": {"name": "s-hf-token", "key": "token"}}
     assert recorded.one(JOB, "svc-fill").delete_before_replace
-    for version in ("1.31", "1.32", "1.33"):
+    for version in KUBERNETES_VERSIONS:
         kubernetes_validate.validate({"apiVersion": "batch/v1", "kind": "Job", **job}, version, strict=True)
 
 
@@ -97,7 +98,7 @@ def test_the_serving_pods_get_the_pool_the_key_by_reference_and_no_hf_token(reco
     assert env["VLLM_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "s-api-key", "key": "api-key"}}
     assert "HF_TOKEN" not in env and "s-hf-token" not in json.dumps(deployment)
     assert deployment["spec"]["replicas"] == 2
-    for version in ("1.31", "1.32", "1.33"):
+    for version in KUBERNETES_VERSIONS:
         kubernetes_validate.validate(
             {"apiVersion": "apps/v1", "kind": "Deployment", **deployment}, version, strict=True
         )
