@@ -25,7 +25,6 @@ from infra.errors import UserError
 from infra.kubernetes import serving_cache
 from infra.kubernetes.endpoint import Backend
 from infra.kubernetes.model_cache import LoadMode
-from infra.kubernetes.nodepools import max_nodes, node_cost_per_hour
 from infra.kubernetes.serving_cache import RevisionCache
 from infra.kubernetes.vllm_workload import SURGE, InstanceShape
 from infra.sizing.adapters import AdapterRef, lora_slots
@@ -77,6 +76,8 @@ def planner_inputs(settings: StackSettings, revision: Revision) -> tuple[Workloa
         dtype=None if revision.dtype == "auto" else revision.dtype,
         quantization=revision.quantization or None,
         kv_cache_dtype=revision.kv_cache_dtype,
+        replicas=revision.replicas.max,  # the planner ranks by, and prices, what the stack pays at max
+        spread=spread(revision),
     )
     constraints = Constraints(
         gpus=revision.gpus,
@@ -144,16 +145,6 @@ def spread(revision: Revision) -> bool:
     return revision.replicas.min >= 2
 
 
-def nodes_for(plan: ServingPlan, replicas: int, *, spread_replicas: bool) -> int:
-    return max_nodes(
-        gpus_per_node=plan.gpu.count,
-        gpus_per_replica=plan.gpus_per_replica,
-        nodes_per_replica=plan.nodes_per_replica,
-        max_replicas=replicas,
-        spread=spread_replicas,
-    )
-
-
 @dataclass(frozen=True)
 class RevisionCost:
     revision: str
@@ -162,23 +153,20 @@ class RevisionCost:
 
 
 def check_plan_cost(settings: StackSettings, plans: Mapping[str, ServingPlan]) -> float | None:
-    """The GPU nodes' cost of every revision at max replicas in USD/h (whole nodes, as AWS bills them;
-    a node per replica where replicas are spread); UserError naming maxCostPerHour when that is over the
-    ceiling. None when the catalog has no price for some plan. A rollout's surge replica is transient and
-    not counted."""
+    """The GPU nodes' cost of every revision at max replicas in USD/h, as each plan priced them (whole
+    nodes, as AWS bills them; a node per replica where replicas are spread); UserError naming
+    maxCostPerHour when that is over the ceiling. None when the catalog has no price for some plan. A
+    rollout's surge replica is transient and not counted."""
     costs = []
     for revision in settings.revisions:
         plan = plans[revision.name]
-        if plan.cost_per_hour_usd is None:
+        if (plan.priced_for_replicas, plan.priced_spread) != (revision.replicas.max, spread(revision)):
+            raise ValueError(f"the plan of revision {revision.name} was priced for other replicas")
+        if plan.stack_cost_per_hour_usd is None:
             return None
-        node_cost = node_cost_per_hour(
-            cost_per_replica=plan.cost_per_hour_usd,
-            gpus_per_node=plan.gpu.count,
-            gpus_per_replica=plan.gpus_per_replica,
-        )
-        nodes = nodes_for(plan, revision.replicas.max, spread_replicas=spread(revision))
-        costs.append(RevisionCost(revision.name, nodes, node_cost))
-    total = round(sum(c.nodes * c.node_cost for c in costs), 2)
+        nodes = plan.nodes_for_replicas
+        costs.append(RevisionCost(revision.name, nodes, plan.stack_cost_per_hour_usd / nodes))
+    total = round(sum(plans[c.revision].stack_cost_per_hour_usd or 0.0 for c in costs), 2)
     ceiling = settings.cost_ceiling
     if ceiling is not None and total > ceiling:
         parts = ", ".join(
@@ -316,6 +304,7 @@ def gpu_pool_args(
         max_replicas=revision.replicas.max + SURGE,
         spread=spread(revision),
         local_nvme_gb=load_catalog().by_name(plan.instance_type).local_nvme_gb,
+        checkpoint_bytes=revision_cache(settings, revision, plan).checkpoint_bytes,
         cluster_name=cluster_name,
         node_role=node_role,
         tags=settings.tags,

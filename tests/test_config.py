@@ -492,35 +492,30 @@ def test_load_settings_names_a_key_pulumi_cannot_parse() -> None:
 
 def test_cost_ceiling_exceeded_names_the_key() -> None:
     stack = settings(replicas={"min": 1, "max": 3}, maxCostPerHour=1.0)
+    plan = make_plan(priced_for_replicas=3, nodes_for_replicas=3, stack_cost_per_hour_usd=1.44)
     with pytest.raises(UserError) as raised:
-        check_plan_cost(stack, {"primary": make_plan(cost_per_hour_usd=0.48)})
+        check_plan_cost(stack, {"primary": plan})
     message = str(raised.value)
     assert message.startswith(
-        "maxCostPerHour: the plans cost $1.44/h at max replicas (primary: 3 x g6.xlarge"
+        "maxCostPerHour: the plans cost $1.44/h at max replicas (primary: 3 x g6.xlarge spot at $0.48/h)"
     )
     assert "above the ceiling of $1.00/h" in message and "\n" not in message
 
 
-def test_cost_counts_whole_nodes_a_node_per_spread_replica_and_every_revision() -> None:
-    shared = make_plan(
-        gpu=make_plan().gpu.__class__("A100-80GB", 80.0, 8), gpus_per_replica=4, cost_per_hour_usd=13.72
-    )
-    # 3 replicas of half a node each still need 2 whole nodes
-    assert check_plan_cost(settings(replicas={"min": 1, "max": 3}), {"primary": shared}) == pytest.approx(
-        54.88
-    )
-    # with 2 or more replicas at minimum they are spread, a whole node each
-    assert check_plan_cost(settings(replicas={"min": 2, "max": 3}), {"primary": shared}) == pytest.approx(
-        82.32
-    )
+def test_the_cost_is_what_each_plan_priced_for_its_revisions_max_replicas() -> None:
+    """One computation: the planner prices whole nodes for replicas.max (spread or not); the ceiling check
+    adds those figures up and refuses a plan priced for other replicas."""
     two = settings(revisions=[{"name": "a", "weight": 50}, {"name": "b", "weight": 50}])
-    assert check_plan_cost(two, {"a": make_plan(), "b": make_plan(cost_per_hour_usd=1.0)}) == 1.48
-    assert (
-        check_plan_cost(settings(maxCostPerHour=0.5), {"primary": make_plan(cost_per_hour_usd=0.48)}) == 0.48
-    )
-    assert (
-        check_plan_cost(settings(maxCostPerHour=0.1), {"primary": make_plan(cost_per_hour_usd=None)}) is None
-    )
+    priced = {"a": make_plan(stack_cost_per_hour_usd=0.48), "b": make_plan(stack_cost_per_hour_usd=1.0)}
+    assert check_plan_cost(two, priced) == 1.48
+    unpriced = make_plan(cost_per_hour_usd=None, stack_cost_per_hour_usd=None)
+    assert check_plan_cost(settings(maxCostPerHour=0.1), {"primary": unpriced}) is None
+    spread = settings(replicas={"min": 2, "max": 3})
+    with pytest.raises(ValueError, match="priced for other replicas"):
+        check_plan_cost(spread, {"primary": make_plan(priced_for_replicas=3)})  # priced as packed
+    assert check_plan_cost(
+        spread, {"primary": make_plan(priced_for_replicas=3, priced_spread=True, stack_cost_per_hour_usd=3.0)}
+    ) == pytest.approx(3.0)
 
 
 # --- the README reference --------------------------------------------------------------------------------------

@@ -247,3 +247,45 @@ def test_adapters_are_planned_from_their_configs_and_errors_name_the_revisions_k
     with pytest.raises(UserError) as moe:
         plan(model="Qwen/Qwen3-30B-A3B", loraAdapters=adapters)
     assert moe.value.key == "loraAdapters" and "mixture of experts" in str(moe.value)
+
+
+@pytest.mark.parametrize(
+    ("replicas", "spread"),
+    [({"min": 1, "max": 3}, False), ({"min": 2, "max": 3}, True), ({"min": 0, "max": 1}, False)],
+)
+def test_the_planner_prices_each_revisions_max_replicas_and_the_cost_check_reads_that(
+    monkeypatch: pytest.MonkeyPatch, replicas: dict[str, int], spread: bool
+) -> None:
+    """One computation of the stack's cost: the planner gets replicas.max and whether replicas are spread,
+    prices the whole nodes, and the ceiling check adds up exactly those figures; the GPU pool is sized
+    by the same node arithmetic (plus the rollout's surge replica)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    settings = settings_from_values(
+        {
+            "model": "Qwen/Qwen3-14B",
+            "quantization": "fp8",
+            "instanceTypes": ["g6.12xlarge"],
+            "replicas": replicas,
+        },
+        stack="t",
+    )
+    workload, _ = program.planner_inputs(settings, settings.revisions[0])
+    assert (workload.replicas, workload.spread) == (replicas["max"], spread)
+    plans = program.build_plans(settings)
+    plan = plans["primary"]
+    assert (plan.priced_for_replicas, plan.priced_spread) == (replicas["max"], spread)
+    # two TP=2 replicas share a 4-GPU g6.12xlarge unless they are spread
+    nodes = replicas["max"] if spread else -(-replicas["max"] // 2)
+    assert plan.nodes_for_replicas == nodes and plan.stack_cost_per_hour_usd is not None
+    assert program.check_plan_cost(settings, plans) == pytest.approx(plan.stack_cost_per_hour_usd, abs=0.01)
+    pool = program.gpu_pool_args(
+        settings,
+        settings.revisions[0],
+        plan,
+        cluster_name="c",
+        node_role="r",
+        install_device_plugin=True,
+        depends_on=[],
+    )
+    surge = replicas["max"] + 1
+    assert pool.max_nodes == (surge if spread else -(-surge // 2))
