@@ -19,7 +19,7 @@ from infra.components.gpu_node_pool import GpuNodePoolArgs
 from infra.components.model_cache import BucketEncryption, ModelCacheArgs
 from infra.components.serving_endpoint import ServingEndpointArgs
 from infra.components.serving_image import ServingImageArgs
-from infra.components.vllm_service import VllmServiceArgs
+from infra.components.vllm_service import ServiceWiring, VllmServiceArgs
 from infra.config import Revision, StackSettings
 from infra.errors import UserError
 from infra.kubernetes import serving_cache
@@ -343,19 +343,6 @@ def initial_replicas(revision: Revision) -> int:
     return max(1, revision.replicas.min)
 
 
-@dataclass(frozen=True)
-class ServiceWiring:
-    """What every revision's VllmService takes from the stack's other components."""
-
-    namespace: pulumi.Input[str]
-    image: pulumi.Input[str]
-    bucket: pulumi.Input[str]
-    reader_service_account: str
-    writer_service_account: str
-    api_key_secret_name: pulumi.Input[str]
-    hf_token_secret_name: pulumi.Input[str | None]
-
-
 def vllm_service_args(
     settings: StackSettings,
     revision: Revision,
@@ -377,13 +364,8 @@ def vllm_service_args(
         cache=revision_cache(settings, revision, plan),
         instance=instance_shape(plan),
         served_name=revision.served_name,
-        namespace=wiring.namespace,
-        image=wiring.image,
-        bucket=wiring.bucket,
-        reader_service_account=wiring.reader_service_account,
-        writer_service_account=wiring.writer_service_account,
-        api_key_secret_name=wiring.api_key_secret_name,
-        hf_token_secret_name=wiring.hf_token_secret_name if settings.hf_token is not None else None,
+        # the fill Job gets the token's Secret only when the stack has a token
+        wiring=wiring if settings.hf_token is not None else replace(wiring, hf_token_secret_name=None),
         node_selector=node_selector,
         tolerations=tolerations,
         replicas=initial_replicas(revision),

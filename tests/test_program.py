@@ -160,8 +160,8 @@ def test_the_hf_token_secret_reaches_the_fill_job_only_when_the_stack_has_a_toke
         )
 
     with_token = settings_from_values({}, stack="t", hf_token=pulumi.Output.secret("x"))
-    assert args(with_token).hf_token_secret_name == "tok"
-    assert args(settings_from_values({}, stack="t")).hf_token_secret_name is None
+    assert args(with_token).wiring.hf_token_secret_name == "tok"
+    assert args(settings_from_values({}, stack="t")).wiring.hf_token_secret_name is None
 
 
 def test_an_unpinned_streamed_model_is_a_user_error_naming_model_revision() -> None:

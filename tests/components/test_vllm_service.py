@@ -12,7 +12,7 @@ import kubernetes_validate
 import pulumi
 import pytest
 
-from infra.components.vllm_service import VllmService, VllmServiceArgs
+from infra.components.vllm_service import ServiceWiring, VllmService, VllmServiceArgs
 from infra.errors import UserError
 from infra.kubernetes.serving_cache import GIB, AdapterCache, RevisionCache, fill_job_name
 from infra.kubernetes.vllm_workload import InstanceShape
@@ -34,17 +34,19 @@ def args(**changes: Any) -> VllmServiceArgs:
         cache=RevisionCache("Qwen/Qwen3-8B", "main", 16 * GIB, "NVIDIA L4", region="us-east-1"),
         instance=InstanceShape(vcpus=4, memory_gib=16, gpus=1),
         served_name="Qwen/Qwen3-8B",
-        namespace="serving",
-        image=IMAGE,
-        bucket="cache-bucket",
-        reader_service_account="vllm",
-        writer_service_account="model-cache-fill",
-        api_key_secret_name="s-api-key",
+        wiring=ServiceWiring(
+            namespace="serving",
+            image=IMAGE,
+            bucket="cache-bucket",
+            reader_service_account="vllm",
+            writer_service_account="model-cache-fill",
+            api_key_secret_name="s-api-key",
+            hf_token_secret_name="s-hf-token",
+        ),
         node_selector={"llm-serving/pool": "gpu"},
         tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         replicas=2,
         min_replicas=2,
-        hf_token_secret_name="s-hf-token",
         tags=TAGS,
     )
     return replace(base, **changes)
@@ -112,7 +114,10 @@ def test_a_revision_sharing_a_cache_entry_runs_no_second_job() -> None:
 
 def test_a_secret_token_output_never_leaks_a_literal() -> None:
     recorded = run(
-        lambda: VllmService("svc", args(hf_token_secret_name=pulumi.Output.secret(HF_TOKEN_LITERAL)))
+        lambda: VllmService(
+            "svc",
+            args(wiring=replace(args().wiring, hf_token_secret_name=pulumi.Output.secret(HF_TOKEN_LITERAL))),
+        )
     )
     assert HF_TOKEN_LITERAL not in json.dumps([recorded.inputs(t, n) for t, n in recorded.names()])
 
