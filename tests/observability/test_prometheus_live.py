@@ -19,9 +19,10 @@ import pytest
 import yaml
 
 from infra.observability import autoscaling, dashboards, rules
-from tests.conftest import free_port, shared_path, stop_process, wait_for_port
+from tests.conftest import free_port, stop_process, wait_for_port
 from tests.observability.exporters import GPU_POD, serve_exporters
 from tests.observability.support import prometheus_tool
+from tests.vllm_facts import metrics_exposition
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +105,7 @@ class Prometheus:
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     binary = prometheus_tool("prometheus")
-    exposition = shared_path("vllm-0.33.0", "metrics-default.prom")
+    exposition = metrics_exposition()
     workdir = tmp_path_factory.mktemp("prometheus")
     rules_file = workdir / "rules.yaml"
     rules_file.write_text(yaml.safe_dump({"groups": rules.rule_groups()}, sort_keys=False))
