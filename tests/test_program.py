@@ -9,9 +9,11 @@ import pytest
 
 from infra import program
 from infra.components.cluster import ClusterMode
-from infra.config import settings_from_values
+from infra.components.gpu_node_pool import GpuNodePoolArgs
+from infra.config import StackSettings, settings_from_values
 from infra.errors import UserError
 from infra.render import install_mocks
+from infra.sizing.plan import ServingPlan
 from tests.components.support import make_plan
 
 
@@ -173,31 +175,28 @@ def test_an_unpinned_streamed_model_is_a_user_error_naming_model_revision() -> N
     assert raised.value.key == "modelRevision" and "\n" not in str(raised.value)
 
 
+def pool_args(settings: StackSettings, plan: ServingPlan) -> GpuNodePoolArgs:
+    """The first revision's GPU pool args, as __main__ asks for them."""
+    return program.gpu_pool_args(
+        settings,
+        settings.revisions[0],
+        plan,
+        cluster_name="c",
+        node_role="r",
+        install_device_plugin=True,
+        depends_on=[],
+    )
+
+
 def test_pools_leave_room_for_a_rollouts_surge_and_spread_replicas_take_a_node_each() -> None:
     settings = settings_from_values({"replicas": {"min": 2, "max": 3}}, stack="t")
     shared = make_plan(
         gpu=make_plan().gpu.__class__("A100-80GB", 80.0, 8), gpus_per_replica=4, instance_type="p4de.24xlarge"
     )
-    args = program.gpu_pool_args(
-        settings,
-        settings.revisions[0],
-        shared,
-        cluster_name="c",
-        node_role="r",
-        install_device_plugin=True,
-        depends_on=[],
-    )
+    args = pool_args(settings, shared)
     assert args.max_nodes == 4  # 3 replicas + 1 surging, one node each
     packed = settings_from_values({"replicas": {"min": 1, "max": 3}}, stack="t")
-    args = program.gpu_pool_args(
-        packed,
-        packed.revisions[0],
-        shared,
-        cluster_name="c",
-        node_role="r",
-        install_device_plugin=True,
-        depends_on=[],
-    )
+    args = pool_args(packed, shared)
     assert args.max_nodes == 2  # 4 replicas of half a node
 
 
@@ -278,14 +277,6 @@ def test_the_planner_prices_each_revisions_max_replicas_and_the_cost_check_reads
     nodes = replicas["max"] if spread else -(-replicas["max"] // 2)
     assert plan.nodes_for_replicas == nodes and plan.stack_cost_per_hour_usd is not None
     assert program.check_plan_cost(settings, plans) == pytest.approx(plan.stack_cost_per_hour_usd, abs=0.01)
-    pool = program.gpu_pool_args(
-        settings,
-        settings.revisions[0],
-        plan,
-        cluster_name="c",
-        node_role="r",
-        install_device_plugin=True,
-        depends_on=[],
-    )
+    pool = pool_args(settings, plan)
     surge = replicas["max"] + 1
     assert pool.max_nodes == (surge if spread else -(-surge // 2))
