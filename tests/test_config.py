@@ -21,6 +21,7 @@ from infra.config import (
 from infra.errors import UserError
 from infra.program import check_plan_cost
 from infra.render import install_mocks
+from infra.sizing.gpus import SPOT_PRICE_FACTOR, load_catalog
 from tests.components.support import make_plan
 
 
@@ -516,6 +517,16 @@ def test_the_cost_is_what_each_plan_priced_for_its_revisions_max_replicas() -> N
     assert check_plan_cost(
         spread, {"primary": make_plan(priced_for_replicas=3, priced_spread=True, stack_cost_per_hour_usd=3.0)}
     ) == pytest.approx(3.0)
+
+
+def test_max_cost_per_hour_says_where_its_prices_come_from() -> None:
+    """The description a user reads names the catalog's price region and the spot factor the planner uses;
+    a catalog refreshed for another region, or a new factor, makes this fail until the text follows."""
+    description = load_schema()["maxCostPerHour"].description
+    assert (
+        f"({load_catalog().region} on-demand list prices; spot is estimated as {SPOT_PRICE_FACTOR:g} x"
+        in description
+    )
 
 
 # --- the README reference --------------------------------------------------------------------------------------
