@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import typer
 from typer._click import ClickException  # typer 0.29 carries its own click
+from typer.core import TyperGroup
 
 from infra.cli import app
 from tests.conftest import REPO_ROOT
@@ -34,7 +35,7 @@ def commands(prefix: str, *, inline: bool = True) -> list[str]:
 def parse(args: list[str]) -> Any:
     """The context the CLI makes of `args`, without running the command (click raises on any mistake)."""
     context = typer.main.get_command(app).make_context("infra", list(args))
-    while hasattr(context.command, "resolve_command"):  # a group: resolve the subcommand, parse the rest
+    while isinstance(context.command, TyperGroup):  # resolve the subcommand, parse the rest with it
         rest = [*context._protected_args, *context.args]  # where click keeps a group's tail
         name, sub, rest = context.command.resolve_command(context, rest)
         assert sub is not None and name is not None
