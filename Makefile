@@ -7,7 +7,7 @@ VLLM_VENV ?= .venv-vllm
 
 POLICY_VENV ?= policy/venv
 
-.PHONY: install vllm-parser vllm-flags policy-venv schemas test lint typecheck unit
+.PHONY: install vllm-parser vllm-flags vllm-metrics policy-venv schemas test lint typecheck unit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,10 +43,15 @@ typecheck:
 unit:
 	$(BIN)/python -m pytest
 
-test: install vllm-parser policy-venv lint typecheck unit
+test: install vllm-parser vllm-metrics policy-venv lint typecheck unit
 
 # The `vllm serve` flag table the preview checks user arguments against, from vLLM's own parser
 # (tests/vllm_serve/test_flags.py fails when the committed table drifts from it).
 vllm-flags: vllm-parser
 	VLLM_TARGET_DEVICE=cpu $(VLLM_VENV)/bin/python infra/vllm/flag_table_dump.py > infra/vllm/serve-flags.tsv.tmp
 	mv infra/vllm/serve-flags.tsv.tmp "infra/vllm/serve-flags-$$($(BIN)/python -c 'from infra.versions import VLLM_VERSION; print(VLLM_VERSION)').tsv"
+
+# vLLM's default /metrics exposition, from its own metrics logger in .venv-vllm, into the ignored .schemas/
+# (tests/vllm_facts.py; the tests also generate it on first use).
+vllm-metrics: vllm-parser
+	$(BIN)/python -m tests.vllm_facts

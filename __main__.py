@@ -19,6 +19,7 @@ from infra.config import load_settings
 
 with program.user_errors():
     settings = load_settings()
+    program.check_model_access(settings)
     plans = program.build_plans(settings)
     cost_at_max = program.check_plan_cost(settings, plans)
     cluster_args = program.cluster_args(settings, plans)

@@ -17,24 +17,23 @@ import pulumi
 
 from infra.components.cluster import ClusterArgs, ClusterMode
 from infra.components.gpu_node_pool import GpuNodePoolArgs
-from infra.components.model_cache import ModelCacheArgs
+from infra.components.model_cache import BucketEncryption, ModelCacheArgs
 from infra.components.monitoring import MonitoredRevision, MonitoringArgs
 from infra.components.serving_endpoint import ServingEndpointArgs
 from infra.components.serving_image import ServingImageArgs
-from infra.components.vllm_service import VllmServiceArgs
+from infra.components.vllm_service import ServiceWiring, VllmServiceArgs
 from infra.config import Revision, StackSettings
 from infra.errors import UserError
 from infra.kubernetes import serving_cache, wake
 from infra.kubernetes.endpoint import IDLE_TIMEOUT_S, Backend
 from infra.kubernetes.model_cache import LoadMode
-from infra.kubernetes.nodepools import max_nodes, node_cost_per_hour
 from infra.kubernetes.serving_cache import RevisionCache
 from infra.kubernetes.vllm_workload import LWS_API, SURGE, InstanceShape, workload_name
 from infra.observability.dashboards import CapacityPlan
 from infra.observability.manifests import Autoscaling, PoolShape, ScaleTarget
 from infra.sizing.adapters import AdapterRef, lora_slots
 from infra.sizing.gpus import load_catalog
-from infra.sizing.models import load_model
+from infra.sizing.models import gated_without_token, load_model
 from infra.sizing.plan import Constraints, ServingPlan, Workload
 from infra.sizing.planner import plan_serving
 from infra.vllm.args import serve_args
@@ -81,6 +80,8 @@ def planner_inputs(settings: StackSettings, revision: Revision) -> tuple[Workloa
         dtype=None if revision.dtype == "auto" else revision.dtype,
         quantization=revision.quantization or None,
         kv_cache_dtype=revision.kv_cache_dtype,
+        replicas=revision.replicas.max,  # the planner ranks by, and prices, what the stack pays at max
+        spread=spread(revision),
     )
     constraints = Constraints(
         gpus=revision.gpus,
@@ -114,6 +115,19 @@ def as_config_error(error: UserError, revision: Revision) -> UserError:
     return error
 
 
+def check_model_access(settings: StackSettings) -> None:
+    """UserError naming hfToken when a revision serves a model the catalog marks gated and the stack has no
+    token: the preview fails rather than warns, because without it the fill Job fails only after
+    `pulumi up` has spent its time on the cluster and GPU pool, and the revision never serves."""
+    for revision in settings.revisions:
+        problem = gated_without_token(
+            revision.model, has_token=settings.hf_token is not None, stack=settings.stack
+        )
+        if problem:
+            where = f" ({revision.key('model')})" if revision.index is not None else ""
+            raise UserError(problem.replace(" is gated", f"{where} is gated", 1), key="hfToken")
+
+
 def build_plan(settings: StackSettings, revision: Revision) -> ServingPlan:
     """Ask the planner for one revision's model, workload and constraints."""
     try:
@@ -135,16 +149,6 @@ def spread(revision: Revision) -> bool:
     return revision.replicas.min >= 2
 
 
-def nodes_for(plan: ServingPlan, replicas: int, *, spread_replicas: bool) -> int:
-    return max_nodes(
-        gpus_per_node=plan.gpu.count,
-        gpus_per_replica=plan.gpus_per_replica,
-        nodes_per_replica=plan.nodes_per_replica,
-        max_replicas=replicas,
-        spread=spread_replicas,
-    )
-
-
 @dataclass(frozen=True)
 class RevisionCost:
     revision: str
@@ -153,23 +157,20 @@ class RevisionCost:
 
 
 def check_plan_cost(settings: StackSettings, plans: Mapping[str, ServingPlan]) -> float | None:
-    """The GPU nodes' cost of every revision at max replicas in USD/h (whole nodes, as AWS bills them;
-    a node per replica where replicas are spread); UserError naming maxCostPerHour when that is over the
-    ceiling. None when the catalog has no price for some plan. A rollout's surge replica is transient and
-    not counted."""
+    """The GPU nodes' cost of every revision at max replicas in USD/h, as each plan priced them (whole
+    nodes, as AWS bills them; a node per replica where replicas are spread); UserError naming
+    maxCostPerHour when that is over the ceiling. None when the catalog has no price for some plan. A
+    rollout's surge replica is transient and not counted."""
     costs = []
     for revision in settings.revisions:
         plan = plans[revision.name]
-        if plan.cost_per_hour_usd is None:
+        if (plan.priced_for_replicas, plan.priced_spread) != (revision.replicas.max, spread(revision)):
+            raise ValueError(f"the plan of revision {revision.name} was priced for other replicas")
+        if plan.stack_cost_per_hour_usd is None:
             return None
-        node_cost = node_cost_per_hour(
-            cost_per_replica=plan.cost_per_hour_usd,
-            gpus_per_node=plan.gpu.count,
-            gpus_per_replica=plan.gpus_per_replica,
-        )
-        nodes = nodes_for(plan, revision.replicas.max, spread_replicas=spread(revision))
-        costs.append(RevisionCost(revision.name, nodes, node_cost))
-    total = round(sum(c.nodes * c.node_cost for c in costs), 2)
+        nodes = plan.nodes_for_replicas
+        costs.append(RevisionCost(revision.name, nodes, plan.stack_cost_per_hour_usd / nodes))
+    total = round(sum(plans[c.revision].stack_cost_per_hour_usd or 0.0 for c in costs), 2)
     ceiling = settings.cost_ceiling
     if ceiling is not None and total > ceiling:
         parts = ", ".join(
@@ -307,6 +308,7 @@ def gpu_pool_args(
         max_replicas=revision.replicas.max + SURGE,
         spread=spread(revision),
         local_nvme_gb=load_catalog().by_name(plan.instance_type).local_nvme_gb,
+        checkpoint_bytes=revision_cache(settings, revision, plan).checkpoint_bytes,
         cluster_name=cluster_name,
         node_role=node_role,
         tags=settings.tags,
@@ -325,7 +327,12 @@ def model_cache_args(
 ) -> ModelCacheArgs:
     # the region names the cluster in the identities' trust (aws:SourceArn) and scopes KMS grants to S3
     return ModelCacheArgs(
-        cluster_name=cluster_name, namespace=namespace, region=settings.region, tags=settings.tags
+        cluster_name=cluster_name,
+        namespace=namespace,
+        region=settings.region,
+        encryption=BucketEncryption(settings.model_cache.encryption),
+        kms_key_arn=settings.model_cache.kms_key_arn,
+        tags=settings.tags,
     )
 
 
@@ -338,19 +345,6 @@ def initial_replicas(revision: Revision) -> int:
     """Replicas the workload starts with: the minimum, but at least one, so a fresh stack serves (and a
     revision at minimum 0 fills its node's caches once). KEDA owns the count from then on."""
     return max(1, revision.replicas.min)
-
-
-@dataclass(frozen=True)
-class ServiceWiring:
-    """What every revision's VllmService takes from the stack's other components."""
-
-    namespace: pulumi.Input[str]
-    image: pulumi.Input[str]
-    bucket: pulumi.Input[str]
-    reader_service_account: str
-    writer_service_account: str
-    api_key_secret_name: pulumi.Input[str]
-    hf_token_secret_name: pulumi.Input[str | None]
 
 
 def vllm_service_args(
@@ -374,13 +368,8 @@ def vllm_service_args(
         cache=revision_cache(settings, revision, plan),
         instance=instance_shape(plan),
         served_name=revision.served_name,
-        namespace=wiring.namespace,
-        image=wiring.image,
-        bucket=wiring.bucket,
-        reader_service_account=wiring.reader_service_account,
-        writer_service_account=wiring.writer_service_account,
-        api_key_secret_name=wiring.api_key_secret_name,
-        hf_token_secret_name=wiring.hf_token_secret_name if settings.hf_token is not None else None,
+        # the fill Job gets the token's Secret only when the stack has a token
+        wiring=wiring if settings.hf_token is not None else replace(wiring, hf_token_secret_name=None),
         node_selector=node_selector,
         tolerations=tolerations,
         replicas=initial_replicas(revision),

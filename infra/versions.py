@@ -2,6 +2,10 @@
 flag and metric checks in tests/ that read ../shared/vllm-<version>/."""
 
 VLLM_VERSION = "0.33.0"
+
+# Kubernetes minor versions a new cluster may run (stack key kubernetesVersion, whose description in
+# Pulumi.yaml lists them too; a test keeps it equal). Every rendered object is validated against each.
+KUBERNETES_VERSIONS = ("1.31", "1.32", "1.33")
 VLLM_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"
 
 # The GPU node pool (infra/components/gpu_node_pool.py) and the cluster add-ons (infra/components/cluster.py).

@@ -21,6 +21,7 @@ from infra.config import (
 from infra.errors import UserError
 from infra.program import check_plan_cost
 from infra.render import install_mocks
+from infra.sizing.gpus import SPOT_PRICE_FACTOR, load_catalog
 from tests.components.support import make_plan
 
 
@@ -133,7 +134,7 @@ def test_apply_rejects_what_pulumi_would(stack_config: dict, message: str) -> No
         ({"kvCacheDtype": "int4"}, "kvCacheDtype: must be one of 'auto', 'bfloat16'"),
         ({"quantization": "int3"}, "quantization: must be "),
         ({"kvCacheDtype": "int8"}, "kvCacheDtype: must be "),
-        ({"kubernetesVersion": "1.29"}, "kubernetesVersion: must be '1.31', '1.32' or '1.33', got '1.29'"),
+        ({"kubernetesVersion": "1.29"}, "kubernetesVersion: must be one of '1.3"),
         ({"maxModelLen": -1}, "maxModelLen: Input should be greater than or equal to 0"),
         ({"concurrency": 0}, "concurrency: Input should be greater than or equal to 1"),
         ({"replicas": {"min": 3, "max": 1}}, "replicas: min (3) must not exceed max (1)"),
@@ -426,6 +427,44 @@ def test_invalid_endpoints_fail_naming_the_key(endpoint: dict, expected: str) ->
     assert str(raised.value).startswith(expected), str(raised.value)
 
 
+KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def test_the_model_cache_uses_sse_s3_unless_the_stack_asks_for_kms() -> None:
+    assert settings().model_cache.encryption == "s3" and settings().model_cache.kms_key_arn is None
+    created = settings(modelCache={"encryption": "kms"}).model_cache
+    assert (created.encryption, created.kms_key_arn) == ("kms", None)
+    given = settings(modelCache={"encryption": "kms", "kmsKeyArn": KEY_ARN}).model_cache
+    assert given.kms_key_arn == KEY_ARN
+
+
+@pytest.mark.parametrize(
+    ("model_cache", "region", "expected"),
+    [
+        ({"encryption": "aes"}, "us-east-1", "modelCache.encryption: must be 's3' or 'kms'"),
+        ({"encryption": "s3", "kmsKeyArn": KEY_ARN}, "us-east-1", "modelCache.kmsKeyArn: a key applies only"),
+        (
+            {"encryption": "kms", "kmsKeyArn": "arn:aws:kms:us-east-1:123456789012:alias/cache"},
+            "us-east-1",
+            "modelCache.kmsKeyArn: 'arn:aws:kms:us-east-1:123456789012:alias/cache' is not a KMS key ARN",
+        ),
+        (
+            {"encryption": "kms", "kmsKeyArn": KEY_ARN},
+            "eu-west-1",
+            "modelCache.kmsKeyArn: the key is in us-east-1 but the bucket in eu-west-1",
+        ),
+        ({"encryption": "kms", "keyArn": KEY_ARN}, "us-east-1", "modelCache.keyArn: is not a known field"),
+    ],
+)
+def test_invalid_model_cache_encryption_fails_naming_the_key(
+    model_cache: dict, region: str, expected: str
+) -> None:
+    with pytest.raises(UserError) as raised:
+        settings(modelCache=model_cache, region=region)
+    assert str(raised.value).startswith(expected), str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
 # --- reading through pulumi.Config ----------------------------------------------------------------------------
 
 
@@ -483,34 +522,39 @@ def test_load_settings_names_a_key_pulumi_cannot_parse() -> None:
 
 def test_cost_ceiling_exceeded_names_the_key() -> None:
     stack = settings(replicas={"min": 1, "max": 3}, maxCostPerHour=1.0)
+    plan = make_plan(priced_for_replicas=3, nodes_for_replicas=3, stack_cost_per_hour_usd=1.44)
     with pytest.raises(UserError) as raised:
-        check_plan_cost(stack, {"primary": make_plan(cost_per_hour_usd=0.48)})
+        check_plan_cost(stack, {"primary": plan})
     message = str(raised.value)
     assert message.startswith(
-        "maxCostPerHour: the plans cost $1.44/h at max replicas (primary: 3 x g6.xlarge"
+        "maxCostPerHour: the plans cost $1.44/h at max replicas (primary: 3 x g6.xlarge spot at $0.48/h)"
     )
     assert "above the ceiling of $1.00/h" in message and "\n" not in message
 
 
-def test_cost_counts_whole_nodes_a_node_per_spread_replica_and_every_revision() -> None:
-    shared = make_plan(
-        gpu=make_plan().gpu.__class__("A100-80GB", 80.0, 8), gpus_per_replica=4, cost_per_hour_usd=13.72
-    )
-    # 3 replicas of half a node each still need 2 whole nodes
-    assert check_plan_cost(settings(replicas={"min": 1, "max": 3}), {"primary": shared}) == pytest.approx(
-        54.88
-    )
-    # with 2 or more replicas at minimum they are spread, a whole node each
-    assert check_plan_cost(settings(replicas={"min": 2, "max": 3}), {"primary": shared}) == pytest.approx(
-        82.32
-    )
+def test_the_cost_is_what_each_plan_priced_for_its_revisions_max_replicas() -> None:
+    """One computation: the planner prices whole nodes for replicas.max (spread or not); the ceiling check
+    adds those figures up and refuses a plan priced for other replicas."""
     two = settings(revisions=[{"name": "a", "weight": 50}, {"name": "b", "weight": 50}])
-    assert check_plan_cost(two, {"a": make_plan(), "b": make_plan(cost_per_hour_usd=1.0)}) == 1.48
+    priced = {"a": make_plan(stack_cost_per_hour_usd=0.48), "b": make_plan(stack_cost_per_hour_usd=1.0)}
+    assert check_plan_cost(two, priced) == 1.48
+    unpriced = make_plan(cost_per_hour_usd=None, stack_cost_per_hour_usd=None)
+    assert check_plan_cost(settings(maxCostPerHour=0.1), {"primary": unpriced}) is None
+    spread = settings(replicas={"min": 2, "max": 3})
+    with pytest.raises(ValueError, match="priced for other replicas"):
+        check_plan_cost(spread, {"primary": make_plan(priced_for_replicas=3)})  # priced as packed
+    assert check_plan_cost(
+        spread, {"primary": make_plan(priced_for_replicas=3, priced_spread=True, stack_cost_per_hour_usd=3.0)}
+    ) == pytest.approx(3.0)
+
+
+def test_max_cost_per_hour_says_where_its_prices_come_from() -> None:
+    """The description a user reads names the catalog's price region and the spot factor the planner uses;
+    a catalog refreshed for another region, or a new factor, makes this fail until the text follows."""
+    description = load_schema()["maxCostPerHour"].description
     assert (
-        check_plan_cost(settings(maxCostPerHour=0.5), {"primary": make_plan(cost_per_hour_usd=0.48)}) == 0.48
-    )
-    assert (
-        check_plan_cost(settings(maxCostPerHour=0.1), {"primary": make_plan(cost_per_hour_usd=None)}) is None
+        f"({load_catalog().region} on-demand list prices; spot is estimated as {SPOT_PRICE_FACTOR:g} x"
+        in description
     )
 
 

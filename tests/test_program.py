@@ -9,9 +9,11 @@ import pytest
 
 from infra import program
 from infra.components.cluster import ClusterMode
-from infra.config import settings_from_values
+from infra.components.gpu_node_pool import GpuNodePoolArgs
+from infra.config import Revision, StackSettings, settings_from_values
 from infra.errors import UserError
 from infra.render import install_mocks
+from infra.sizing.plan import ServingPlan
 from tests.components.support import make_plan
 
 
@@ -160,8 +162,8 @@ def test_the_hf_token_secret_reaches_the_fill_job_only_when_the_stack_has_a_toke
         )
 
     with_token = settings_from_values({}, stack="t", hf_token=pulumi.Output.secret("x"))
-    assert args(with_token).hf_token_secret_name == "tok"
-    assert args(settings_from_values({}, stack="t")).hf_token_secret_name is None
+    assert args(with_token).wiring.hf_token_secret_name == "tok"
+    assert args(settings_from_values({}, stack="t")).wiring.hf_token_secret_name is None
 
 
 def test_an_unpinned_streamed_model_is_a_user_error_naming_model_revision() -> None:
@@ -173,31 +175,30 @@ def test_an_unpinned_streamed_model_is_a_user_error_naming_model_revision() -> N
     assert raised.value.key == "modelRevision" and "\n" not in str(raised.value)
 
 
+def pool_args(
+    settings: StackSettings, plan: ServingPlan, revision: Revision | None = None
+) -> GpuNodePoolArgs:
+    """A revision's GPU pool args (the first's by default), as __main__ asks for them."""
+    return program.gpu_pool_args(
+        settings,
+        revision or settings.revisions[0],
+        plan,
+        cluster_name="c",
+        node_role="r",
+        install_device_plugin=True,
+        depends_on=[],
+    )
+
+
 def test_pools_leave_room_for_a_rollouts_surge_and_spread_replicas_take_a_node_each() -> None:
     settings = settings_from_values({"replicas": {"min": 2, "max": 3}}, stack="t")
     shared = make_plan(
         gpu=make_plan().gpu.__class__("A100-80GB", 80.0, 8), gpus_per_replica=4, instance_type="p4de.24xlarge"
     )
-    args = program.gpu_pool_args(
-        settings,
-        settings.revisions[0],
-        shared,
-        cluster_name="c",
-        node_role="r",
-        install_device_plugin=True,
-        depends_on=[],
-    )
+    args = pool_args(settings, shared)
     assert args.max_nodes == 4  # 3 replicas + 1 surging, one node each
     packed = settings_from_values({"replicas": {"min": 1, "max": 3}}, stack="t")
-    args = program.gpu_pool_args(
-        packed,
-        packed.revisions[0],
-        shared,
-        cluster_name="c",
-        node_role="r",
-        install_device_plugin=True,
-        depends_on=[],
-    )
+    args = pool_args(packed, shared)
     assert args.max_nodes == 2  # 4 replicas of half a node
 
 
@@ -252,16 +253,10 @@ def test_adapters_are_planned_from_their_configs_and_errors_name_the_revisions_k
 # --- monitoring and autoscaling ---------------------------------------------------------------------------
 
 
-def _pool(settings: Any, revision: Any, plan: Any) -> Any:
-    return program.gpu_pool_args(
-        settings, revision, plan, cluster_name="c", node_role="r", install_device_plugin=True, depends_on=[]
-    )
-
-
 def _monitoring(values: dict[str, Any], plan: Any = None) -> Any:
     settings = settings_from_values(values, stack="t")
     plans = {r.name: plan or make_plan() for r in settings.revisions}
-    pools = {r.name: _pool(settings, r, plans[r.name]) for r in settings.revisions}
+    pools = {r.name: pool_args(settings, plans[r.name], r) for r in settings.revisions}
     return program.monitoring_args(settings, plans, pools, depends_on=[])
 
 
@@ -312,7 +307,7 @@ def test_prometheus_volume_uses_the_stacks_class_else_the_clusters(
         {"monitoring": {"storageClass": stack_class}} if stack_class else {}, stack="t"
     )
     plans = {r.name: make_plan() for r in settings.revisions}
-    pools = {r.name: _pool(settings, r, plans[r.name]) for r in settings.revisions}
+    pools = {r.name: pool_args(settings, plans[r.name], r) for r in settings.revisions}
     args = program.monitoring_args(settings, plans, pools, depends_on=[], storage_class=cluster_class)
     assert args.storage.storage_class == expected
 
@@ -372,3 +367,37 @@ def test_a_multi_node_replica_is_scaled_as_its_leader_worker_set_paced_by_its_co
     )
     # a new node and its image, then the plan's own cold start
     assert program.cold_start_s(make_plan(estimated_cold_start_s=900.5)) == 300 + 901
+
+
+@pytest.mark.parametrize(
+    ("replicas", "spread"),
+    [({"min": 1, "max": 3}, False), ({"min": 2, "max": 3}, True), ({"min": 0, "max": 1}, False)],
+)
+def test_the_planner_prices_each_revisions_max_replicas_and_the_cost_check_reads_that(
+    monkeypatch: pytest.MonkeyPatch, replicas: dict[str, int], spread: bool
+) -> None:
+    """One computation of the stack's cost: the planner gets replicas.max and whether replicas are spread,
+    prices the whole nodes, and the ceiling check adds up exactly those figures; the GPU pool is sized
+    by the same node arithmetic (plus the rollout's surge replica)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    settings = settings_from_values(
+        {
+            "model": "Qwen/Qwen3-14B",
+            "quantization": "fp8",
+            "instanceTypes": ["g6.12xlarge"],
+            "replicas": replicas,
+        },
+        stack="t",
+    )
+    workload, _ = program.planner_inputs(settings, settings.revisions[0])
+    assert (workload.replicas, workload.spread) == (replicas["max"], spread)
+    plans = program.build_plans(settings)
+    plan = plans["primary"]
+    assert (plan.priced_for_replicas, plan.priced_spread) == (replicas["max"], spread)
+    # two TP=2 replicas share a 4-GPU g6.12xlarge unless they are spread
+    nodes = replicas["max"] if spread else -(-replicas["max"] // 2)
+    assert plan.nodes_for_replicas == nodes and plan.stack_cost_per_hour_usd is not None
+    assert program.check_plan_cost(settings, plans) == pytest.approx(plan.stack_cost_per_hour_usd, abs=0.01)
+    pool = pool_args(settings, plan)
+    surge = replicas["max"] + 1
+    assert pool.max_nodes == (surge if spread else -(-surge // 2))

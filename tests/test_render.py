@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +21,15 @@ import pytest
 import yaml
 
 from infra import render as render_module
-from infra.config import KUBERNETES_VERSIONS as config_versions
-from infra.config import StackSettings
 from infra.errors import UserError
 from infra.render import REDACTED, Rendered, render
+from infra.versions import KUBERNETES_VERSIONS
 from tests.components.support import takes_tags
-from tests.conftest import shared_path
+from tests.conftest import run_infra, shared_path
 from tests.kubernetes.crd_schemas import crd_available, is_custom_resource, validate_custom_resource
+from tests.stacks import PLACEHOLDER_HF_TOKEN, STACKS, as_deployed, needs_hf_token
 
 REPO = Path(__file__).resolve().parent.parent
-STACKS = sorted(
-    p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in (REPO / "stacks").glob("Pulumi.*.yaml")
-)
-KUBERNETES_VERSIONS = ("1.31", "1.32", "1.33")
-
-
-def test_every_kubernetes_version_a_stack_may_choose_is_validated() -> None:
-    field = StackSettings.model_fields["kubernetes_version"]
-    assert typing.get_args(field.annotation) == KUBERNETES_VERSIONS == config_versions
 
 
 @pytest.fixture(autouse=True)
@@ -53,8 +43,7 @@ def rendered(
 ) -> tuple[str, Path, Rendered]:
     stack = request.param
     out = tmp_path_factory.mktemp(f"render-{stack}")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
+    with as_deployed():
         result = render(stack, out)
     return stack, out, result
 
@@ -398,7 +387,8 @@ def test_a_preview_registers_the_same_resources(rendered: tuple[str, Path, Rende
     """Under `pulumi preview` applies on unknown values do not run: the program must not depend on them
     for its shape."""
     stack, _, result = rendered
-    previewed = render_module.run_program(stack, preview=True)
+    with as_deployed():
+        previewed = render_module.run_program(stack, preview=True)
     assert sorted((r.type, r.name) for r in previewed.registrations) == sorted(
         (r.type, r.name) for r in result.registrations
     )
@@ -552,7 +542,8 @@ def test_revisions_get_their_own_workload_and_the_endpoint_splits_by_the_configu
     for manifest_path in out.rglob("*.yaml"):
         manifest = yaml.safe_load(manifest_path.read_text())
         if not is_custom_resource(manifest):
-            kubernetes_validate.validate(manifest, "1.33", strict=True)
+            for version in KUBERNETES_VERSIONS:
+                kubernetes_validate.validate(manifest, version, strict=True)
 
 
 def test_a_multi_node_plan_renders_a_leader_worker_set_that_validates(
@@ -564,7 +555,7 @@ def test_a_multi_node_plan_renders_a_leader_worker_set_that_validates(
             "model": "meta-llama/Llama-3.1-405B-Instruct",
             "maxModelLen": 8192,
             "gpus": ["A100-80GB"],
-            "hfToken": {"secure": "v1:HFCIPHER"},
+            "hfToken": PLACEHOLDER_HF_TOKEN,
         },
     )
     out = tmp_path / "out"
@@ -630,7 +621,14 @@ def test_an_existing_cluster_renders_without_creating_one(stacks_dir: Path, tmp_
             {**DEV_LIKE, "model": "nobody/NoSuchModel-7B"},
             "model: model 'nobody/NoSuchModel-7B' is not in the built-in",
         ),
-        ({"model": "meta-llama/Llama-3.1-405B-Instruct", "instanceTypes": ["g6.xlarge"]}, "model: "),
+        (
+            {
+                "model": "meta-llama/Llama-3.1-405B-Instruct",
+                "instanceTypes": ["g6.xlarge"],
+                "hfToken": PLACEHOLDER_HF_TOKEN,
+            },
+            "model: ",
+        ),
         ({**DEV_LIKE, "maxCostPerHour": 0.1}, "maxCostPerHour: the plans cost $0.48/h at max replicas"),
         (
             {**DEV_LIKE, "revisions": [{"name": "a", "weight": 60}, {"name": "b", "weight": 30}]},
@@ -672,7 +670,12 @@ def test_bad_stacks_fail_with_one_line_naming_the_key(
 
 def test_a_model_that_cannot_fit_says_why(stacks_dir: Path, tmp_path: Path) -> None:
     stack = write_stack(
-        stacks_dir, {"model": "meta-llama/Llama-3.1-405B-Instruct", "instanceTypes": ["g6.xlarge"]}
+        stacks_dir,
+        {
+            "model": "meta-llama/Llama-3.1-405B-Instruct",
+            "instanceTypes": ["g6.xlarge"],
+            "hfToken": PLACEHOLDER_HF_TOKEN,
+        },
     )
     with pytest.raises(UserError) as raised:
         render(stack, tmp_path / "out")
@@ -697,7 +700,14 @@ def test_unknown_stack_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
     [
         ({**DEV_LIKE, "concurrency": 0}, "error: concurrency: Input should be greater than or equal to 1"),
         ({**DEV_LIKE, "maxCostPerHour": 0.1}, "error: maxCostPerHour: the plans cost"),
-        ({"model": "meta-llama/Llama-3.1-405B-Instruct", "instanceTypes": ["g6.xlarge"]}, "error: model: "),
+        (
+            {
+                "model": "meta-llama/Llama-3.1-405B-Instruct",
+                "instanceTypes": ["g6.xlarge"],
+                "hfToken": PLACEHOLDER_HF_TOKEN,
+            },
+            "error: model: ",
+        ),
     ],
 )
 def test_cli_prints_one_line_and_exits_2(
@@ -836,3 +846,132 @@ def test_an_adapter_the_planner_cannot_read_fails_naming_its_key(
         render(write_stack(stacks_dir, TWO_ADAPTERS), tmp_path / "out")
     assert error.value.key == "revisions[0].loraAdapters[0].source"
     assert "someorg/sql-lora@main" in str(error.value) and "\n" not in str(error.value)
+
+
+# --- gated models ----------------------------------------------------------------------------------------
+
+
+def test_only_prod_serves_a_gated_model() -> None:
+    """The stacks the render tests give a placeholder token (tests/stacks.py) are exactly the gated ones."""
+    assert [stack for stack in STACKS if needs_hf_token(stack)] == ["prod"]
+
+
+def test_a_gated_stack_without_a_token_fails_naming_the_command(tmp_path: Path) -> None:
+    """The committed prod stack serves a gated Llama and carries no token: render (and the preview, which
+    runs the same program) exits 2 with one line that says how to set it."""
+    done = run_infra(
+        "render",
+        "--stack",
+        "prod",
+        "--out",
+        str(tmp_path / "prod"),
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith(
+        "error: hfToken: meta-llama/Llama-3.3-70B-Instruct is gated on the Hugging Face Hub and stack 'prod' has "
+        "no token"
+    ), done.stderr
+    assert "`pulumi config set --secret hfToken hf_... -s prod`" in done.stderr
+    assert not (tmp_path / "prod").exists()  # nothing rendered
+
+
+def test_a_gated_revision_without_a_token_is_named(stacks_dir: Path, tmp_path: Path) -> None:
+    gated = "meta-llama/Llama-3.1-8B-Instruct"
+    config = {
+        **DEV_LIKE,
+        "revisions": [{"name": "stable", "weight": 100}, {"name": "llama", "weight": 0, "model": gated}],
+    }
+    with pytest.raises(UserError) as raised:
+        render(write_stack(stacks_dir, config), tmp_path / "out")
+    assert str(raised.value).startswith(f"hfToken: {gated} (revisions[1].model) is gated"), raised.value
+    assert "-s t`" in str(raised.value)
+    tokened = write_stack(stacks_dir, {**config, "hfToken": PLACEHOLDER_HF_TOKEN}, "tokened")
+    render(tokened, tmp_path / "tokened")
+    jobs = [
+        yaml.safe_load(p.read_text()) for p in (tmp_path / "tokened").rglob("job-*model-cache-fill-*.yaml")
+    ]
+    (container,) = [
+        c for job in jobs for c in job["spec"]["template"]["spec"]["containers"] if gated in c["args"]
+    ]
+    assert [e["valueFrom"]["secretKeyRef"]["key"] for e in container["env"] if e["name"] == "HF_TOKEN"] == [
+        "token"
+    ]
+
+
+def test_the_gated_stacks_fill_job_gets_the_token_by_reference(rendered: tuple[str, Path, Rendered]) -> None:
+    stack, out, _ = rendered
+    (container,) = _fill_job(out)["spec"]["template"]["spec"]["containers"]
+    token = [e for e in container.get("env", []) if e["name"] == "HF_TOKEN"]
+    if needs_hf_token(stack):
+        (secret,) = out.rglob("secret-*hf-token.yaml")
+        assert yaml.safe_load(secret.read_text())["stringData"] == {"token": REDACTED}
+        assert token[0]["valueFrom"]["secretKeyRef"]["key"] == "token"
+    else:
+        assert not token and not list(out.rglob("secret-*hf-token.yaml"))
+
+
+# --- the model cache's encryption -------------------------------------------------------------------------
+
+
+def _kms_statements(result: Rendered, role: str) -> list[dict[str, Any]]:
+    """The statements of a model-cache identity's policy that allow any kms: action."""
+    (policy,) = [
+        json.loads(_policy["policy"])
+        for _policy in (
+            render_module.redact(r.inputs) for r in result.of_type("aws:iam/rolePolicy:RolePolicy")
+        )
+        if _policy["role"] == f"<known after deploy: llm-t-model-cache-{role}.id>"
+    ]
+    return [s for s in policy["Statement"] if any(a.startswith("kms:") for a in s["Action"])]
+
+
+def test_model_cache_sse_kms_grants_the_identities_that_key_only(stacks_dir: Path, tmp_path: Path) -> None:
+    result = render(
+        write_stack(stacks_dir, {**DEV_LIKE, "modelCache": {"encryption": "kms"}}), tmp_path / "out"
+    )
+    keys = {r.name: render_module.redact(r.inputs) for r in result.of_type("aws:kms/key:Key")}
+    # the cluster's secrets key and the cache's own key, both rotating
+    assert "llm-t-model-cache-key" in keys and len(keys) == 2
+    assert all(key["enableKeyRotation"] is True for key in keys.values())
+    cache_key = "<known after deploy: llm-t-model-cache-key.arn>"
+    sse = _the(
+        result, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    )
+    assert sse["rules"][0]["applyServerSideEncryptionByDefault"] == {
+        "sseAlgorithm": "aws:kms",
+        "kmsMasterKeyId": cache_key,
+    }
+    via_s3 = {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}
+    (reader,) = _kms_statements(result, "reader")
+    (writer,) = _kms_statements(result, "writer")
+    assert (reader["Action"], reader["Resource"], reader["Condition"]) == (["kms:Decrypt"], cache_key, via_s3)
+    assert (sorted(writer["Action"]), writer["Resource"], writer["Condition"]) == (
+        ["kms:Decrypt", "kms:GenerateDataKey"],
+        cache_key,
+        via_s3,
+    )
+
+
+def test_model_cache_sse_kms_with_the_users_key_creates_none(stacks_dir: Path, tmp_path: Path) -> None:
+    given = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    stack = write_stack(stacks_dir, {**DEV_LIKE, "modelCache": {"encryption": "kms", "kmsKeyArn": given}})
+    result = render(stack, tmp_path / "out")
+    assert [r.name for r in result.of_type("aws:kms/key:Key")] == ["llm-t-secrets-key"]
+    for role in ("reader", "writer"):
+        (statement,) = _kms_statements(result, role)
+        assert statement["Resource"] == given
+
+
+def test_model_cache_without_kms_grants_no_key(rendered: tuple[str, Path, Rendered]) -> None:
+    _, _, result = rendered
+    for role in ("reader", "writer"):
+        policies = [
+            json.loads(render_module.redact(r.inputs)["policy"])
+            for r in result.of_type("aws:iam/rolePolicy:RolePolicy")
+            if r.name.endswith(f"model-cache-{role}-policy")
+        ]
+        assert len(policies) == 1 and not [
+            a for p in policies for s in p["Statement"] for a in s["Action"] if a.startswith("kms:")
+        ]

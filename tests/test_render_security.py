@@ -5,24 +5,18 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from infra.components.model_cache import READER_SERVICE_ACCOUNT, WRITER_SERVICE_ACCOUNT
 from infra.render import Rendered, redact, run_program
-
-REPO = Path(__file__).resolve().parent.parent
-STACKS = sorted(
-    p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in (REPO / "stacks").glob("Pulumi.*.yaml")
-)
+from tests.stacks import STACKS, as_deployed
 
 
 @pytest.fixture(scope="module", params=STACKS)
 def rendered(request: pytest.FixtureRequest) -> Rendered:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
+    with as_deployed():
         return run_program(request.param)
 
 

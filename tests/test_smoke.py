@@ -27,13 +27,14 @@ from infra.smoke import (
     planner_error_percent,
     target_from_outputs,
 )
-from tests.conftest import REPO_ROOT, free_port, run_infra, shared_path, stop_process, wait_for_port
+from tests.conftest import REPO_ROOT, free_port, run_infra, stop_process, wait_for_port
+from tests.vllm_facts import metrics_exposition
 
 MODEL = "Qwen/Qwen3-8B"
 KEY = "sk-smoke-test"
 MAX_MODEL_LEN = 32768
 FIRST_TOKEN_DELAY_S = 0.3
-# metrics-default.prom: vllm:cache_config_info{block_size="16", num_gpu_blocks="27000"}.
+# the exposition (tests/vllm_metrics_dump.py): vllm:cache_config_info{block_size="16", num_gpu_blocks="27000"}.
 VLLM_KV_TOKENS = 27000 * 16
 
 
@@ -41,7 +42,7 @@ SmokeRunner = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def metrics_file() -> Path:
-    return shared_path("vllm-0.33.0", "metrics-default.prom")
+    return metrics_exposition()
 
 
 def start_fake_server(*extra: str) -> tuple[str, subprocess.Popen]:

@@ -17,7 +17,7 @@ import pulumi_kubernetes as k8s
 
 from infra.components import kubernetes_labels
 from infra.kubernetes import nodepools
-from infra.sizing.plan import ServingPlan
+from infra.sizing.plan import ServingPlan, max_nodes, replicas_per_node
 from infra.versions import EKS_AMI_ALIAS, NVIDIA_DEVICE_PLUGIN_REPO, NVIDIA_DEVICE_PLUGIN_VERSION
 
 
@@ -45,6 +45,7 @@ class GpuNodePoolArgs:
         max_replicas: int,
         spread: bool = False,
         local_nvme_gb: int,
+        checkpoint_bytes: int,
         cluster_name: pulumi.Input[str],
         node_role: pulumi.Input[str],
         tags: Mapping[str, str],
@@ -52,22 +53,30 @@ class GpuNodePoolArgs:
         install_device_plugin: bool = True,
     ) -> GpuNodePoolArgs:
         """The pool a plan needs: its instance type, enough nodes for `max_replicas` (a rollout's surge
-        included, one node each when `spread`), a disk for the model."""
+        included, one node each when `spread`), a disk for the model's checkpoint on each pod."""
         local_nvme = local_nvme_gb > 0
+        per_node = replicas_per_node(
+            gpus_per_node=plan.gpu.count,
+            gpus_per_replica=plan.gpus_per_replica,
+            nodes_per_replica=plan.nodes_per_replica,
+            spread=spread,
+        )
         return GpuNodePoolArgs(
             cluster_name=cluster_name,
             node_role=node_role,
             instance_types=(plan.instance_type,),
             capacity_type=plan.capacity_type,
             gpus_per_node=plan.gpu.count,
-            max_nodes=nodepools.max_nodes(
+            max_nodes=max_nodes(
                 gpus_per_node=plan.gpu.count,
                 gpus_per_replica=plan.gpus_per_replica,
                 nodes_per_replica=plan.nodes_per_replica,
                 max_replicas=max_replicas,
                 spread=spread,
             ),
-            root_volume_gib=nodepools.root_volume_gib(plan.weights_total_bytes, local_nvme=local_nvme),
+            root_volume_gib=nodepools.root_volume_gib(
+                checkpoint_bytes, pods_per_node=per_node, local_nvme=local_nvme
+            ),
             local_nvme=local_nvme,
             tags=tags,
             depends_on=depends_on,

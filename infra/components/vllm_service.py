@@ -25,28 +25,35 @@ from infra.sizing.plan import ServingPlan
 
 
 @dataclass(frozen=True)
-class VllmServiceArgs:
-    """Inputs of `VllmService`. The revision, its plan and its cache entry are plain values (they shape the
-    workload); the cluster's names and the image come from other resources (Inputs)."""
+class ServiceWiring:
+    """What every revision's VllmService takes from the stack's other components (the same for all)."""
 
-    revision: str  # the revision's name in the stack config
-    plan: ServingPlan
-    cache: RevisionCache
-    instance: InstanceShape
-    served_name: str
     namespace: pulumi.Input[str]
     image: pulumi.Input[str]
     bucket: pulumi.Input[str]
     reader_service_account: str
     writer_service_account: str
     api_key_secret_name: pulumi.Input[str]
+    hf_token_secret_name: pulumi.Input[str | None] | None = None  # the fill Job's token; never the pods'
+
+
+@dataclass(frozen=True)
+class VllmServiceArgs:
+    """Inputs of `VllmService`. The revision, its plan and its cache entry are plain values (they shape the
+    workload); the cluster's names and the image come from other resources (Inputs, in `wiring`)."""
+
+    revision: str  # the revision's name in the stack config
+    plan: ServingPlan
+    cache: RevisionCache
+    instance: InstanceShape
+    served_name: str
+    wiring: ServiceWiring
     node_selector: pulumi.Input[Mapping[str, str]]
     tolerations: pulumi.Input[Sequence[Mapping[str, Any]]]
     replicas: int
     min_replicas: int
     extra_args: tuple[str, ...] = ()
     extra_args_key: str = "extraArgs"
-    hf_token_secret_name: pulumi.Input[str | None] | None = None  # the fill Job's token; never the pods'
     fill_cache: bool = True  # False when another revision's Job fills the same entry
     # (Hub id, revision) of adapters whose entries another revision's Jobs fill
     adapters_filled_elsewhere: frozenset[tuple[str, str]] = frozenset()
@@ -86,7 +93,10 @@ class VllmServiceArgs:
             plan=self.plan,
             instance=self.instance,
             cache_patch=serving_cache.revision_cache_patch(
-                self.cache, bucket=bucket, image=image, reader_service_account=self.reader_service_account
+                self.cache,
+                bucket=bucket,
+                image=image,
+                reader_service_account=self.wiring.reader_service_account,
             ),
             checkpoint_bytes=self.cache.checkpoint_bytes,
             served_name=self.served_name,
@@ -123,10 +133,10 @@ class VllmService(pulumi.ComponentResource):
                 self.fill_jobs[entry] = self._fill(f"{name}-fill-lora-{adapter.name}", adapter, args, labels)
 
         manifests = pulumi.Output.all(
-            args.namespace,
-            args.image,
-            args.bucket,
-            args.api_key_secret_name,
+            args.wiring.namespace,
+            args.wiring.image,
+            args.wiring.bucket,
+            args.wiring.api_key_secret_name,
             args.node_selector,
             args.tolerations,
         ).apply(
@@ -198,13 +208,16 @@ class VllmService(pulumi.ComponentResource):
     ) -> k8s.batch.v1.Job:
         """The Job that pushes one cache entry (the model's or an adapter's) from the Hub, as the writer;
         with the stack's HF token Secret when it has one (gated models and adapters)."""
-        job = pulumi.Output.all(args.namespace, args.image, args.bucket, args.hf_token_secret_name).apply(
+        wiring = args.wiring
+        job = pulumi.Output.all(
+            wiring.namespace, wiring.image, wiring.bucket, wiring.hf_token_secret_name
+        ).apply(
             lambda v: serving_cache.revision_fill_job(
                 cache,
                 bucket=v[2],
                 namespace=v[0],
                 image=v[1],
-                writer_service_account=args.writer_service_account,
+                writer_service_account=wiring.writer_service_account,
                 hf_token_secret=SecretKeyRef(v[3], HF_TOKEN_SECRET_KEY) if v[3] else None,
                 labels=labels,
             )

@@ -9,7 +9,6 @@
 from infra.config.reference import config_reference, readme_with_reference
 from infra.config.schema import PROJECT, PROJECT_FILE, ConfigKey, load_schema
 from infra.config.settings import (
-    KUBERNETES_VERSIONS,
     PRIMARY_REVISION,
     EndpointSettings,
     ReplicaRange,
@@ -22,7 +21,6 @@ from infra.config.settings import (
 from infra.config.stack_file import apply_project_config
 
 __all__ = [
-    "KUBERNETES_VERSIONS",
     "PRIMARY_REVISION",
     "PROJECT",
     "PROJECT_FILE",

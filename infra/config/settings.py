@@ -45,9 +45,8 @@ from infra.sizing.memory import (
     ONLINE_QUANTIZATION,
 )
 from infra.sizing.models import is_repo_id
+from infra.versions import KUBERNETES_VERSIONS
 
-KUBERNETES_VERSIONS = ("1.31", "1.32", "1.33")  # what kubernetesVersion allows; render tests validate each
-KubernetesVersion = Literal["1.31", "1.32", "1.33"]
 # Tags Karpenter's EC2NodeClass refuses (it sets them itself); the stack's tags go on the GPU nodes too.
 KARPENTER_RESERVED_TAGS = (
     "eks:eks-cluster-name",
@@ -70,6 +69,8 @@ _ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _CIDR = re.compile(r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")
 _CERTIFICATE_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$")
+# A KMS key by its ARN (not an alias: IAM grants on an alias ARN do not cover the key's use).
+_KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:(?P<region>[a-z0-9-]+):\d{12}:key/[0-9a-zA-Z-]+$")
 # An image reference as Docker parses it: [registry[:port]/]path[:tag][@sha256:digest].
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _IMAGE_REFERENCE = re.compile(
@@ -140,6 +141,7 @@ ModelId = Annotated[str, AfterValidator(_model_id)]
 Dtype = Annotated[str, AfterValidator(lambda value: _one_of(value, DTYPES))]
 QuantizationMethod = Annotated[str, AfterValidator(lambda value: _one_of(value, QUANTIZATIONS))]
 KvCacheDtype = Annotated[str, AfterValidator(lambda value: _one_of(value, KV_CACHE_DTYPES))]
+KubernetesVersion = Annotated[str, AfterValidator(lambda value: _one_of(value, KUBERNETES_VERSIONS))]
 Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
 VllmArgs = Annotated[tuple[str, ...], BeforeValidator(_arg_list)]
 
@@ -374,6 +376,37 @@ class AutoscalingSettings(_Strict):
 MERGED_OBJECT_KEYS = ("monitoring", "autoscaling")
 
 
+class ModelCacheSettings(_Strict):
+    """The model-cache bucket's encryption at rest: SSE-S3, or SSE-KMS with a created or given key."""
+
+    encryption: Literal["s3", "kms"] = "s3"
+    kms_key_arn: str | None = Field(default=None, alias="kmsKeyArn")
+
+    @field_validator("kms_key_arn")
+    @classmethod
+    def _key_arn(cls, value: str | None) -> str | None:
+        if value is not None and not _KMS_KEY_ARN.match(value):
+            raise ValueError(
+                f"{value!r} is not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID; an alias will not do, "
+                "the identities' grants name the key)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _key_needs_kms(self) -> ModelCacheSettings:
+        if self.kms_key_arn and self.encryption != "kms":
+            raise ValueError(
+                "kmsKeyArn: a key applies only to {encryption: kms, kmsKeyArn: ARN}; with encryption s3 the "
+                "bucket uses SSE-S3"
+            )
+        return self
+
+    @property
+    def kms_key_region(self) -> str | None:
+        match = _KMS_KEY_ARN.match(self.kms_key_arn or "")
+        return match["region"] if match else None
+
+
 class RevisionOverrides(_Strict):
     """One entry of `revisions`: every key left out takes the stack-level key of the same name."""
 
@@ -475,6 +508,7 @@ class StackSettings(BaseModel):
     compile_cache: bool = Field(alias="compileCache", strict=True)
     monitoring: MonitoringSettings = Field(alias="monitoring")
     autoscaling: AutoscalingSettings = Field(alias="autoscaling")
+    model_cache: ModelCacheSettings = Field(alias="modelCache")
     # Secrets stay Pulumi secrets (Outputs); only whether they are set decides the program's shape.
     hf_token: SkipValidation[pulumi.Output[str] | None] = Field(default=None, repr=False, exclude=True)
     api_key: SkipValidation[pulumi.Output[str] | None] = Field(default=None, repr=False, exclude=True)
@@ -532,6 +566,12 @@ class StackSettings(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> StackSettings:
+        key_region = self.model_cache.kms_key_region
+        if key_region and key_region != self.region:
+            raise ValueError(
+                f"modelCache.kmsKeyArn: the key is in {key_region} but the bucket in {self.region}; S3 encrypts "
+                "only with a key of its own region"
+            )
         revisions = self.revisions
         names = [r.name for r in revisions]
         for index, name in enumerate(names):

@@ -21,6 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from infra.kubernetes.serving_cache import cache_disk_gib
+from infra.sizing.plan import max_nodes as max_nodes  # re-exported: pools are sized as the planner prices
+
 NODEPOOL_API = "karpenter.sh/v1"
 NODECLASS_API = "karpenter.k8s.aws/v1"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -33,7 +36,6 @@ DISCOVERY_TAG = "karpenter.sh/discovery"
 # Disk the node needs besides the model: OS, kubelet, the vLLM image pulled and unpacked (~25 GiB), logs.
 BASE_ROOT_GIB = 100
 ROOT_GIB_STEP = 50
-MODEL_DISK_HEADROOM = 1.25  # a revision being downloaded next to the one in use, partially
 
 
 @dataclass(frozen=True)
@@ -154,33 +156,13 @@ def ec2_node_class(spec: GpuPoolSpec) -> dict[str, Any]:
     }
 
 
-def root_volume_gib(model_bytes: int, *, local_nvme: bool) -> int:
-    """Root EBS size: the OS and the vLLM image, plus the model cache when there is no NVMe to hold it."""
+def root_volume_gib(checkpoint_bytes: int, *, pods_per_node: int, local_nvme: bool) -> int:
+    """Root EBS size: the OS and the vLLM image, plus, when there is no NVMe to hold it, the model disk of
+    every serving pod on the node (serving_cache.cache_disk_gib, the one headroom formula)."""
     need = BASE_ROOT_GIB
     if not local_nvme:
-        need += model_bytes * MODEL_DISK_HEADROOM / 1024**3
+        need += pods_per_node * cache_disk_gib(checkpoint_bytes)
     return int(math.ceil(need / ROOT_GIB_STEP) * ROOT_GIB_STEP)
-
-
-def max_nodes(
-    *,
-    gpus_per_node: int,
-    gpus_per_replica: int,
-    nodes_per_replica: int,
-    max_replicas: int,
-    spread: bool = False,
-) -> int:
-    """Nodes `max_replicas` replicas need. Replicas smaller than a node share it (e.g. two TP=4 replicas on
-    one 8-GPU node) unless they are spread one per node; a replica spanning nodes takes whole nodes."""
-    if nodes_per_replica > 1:
-        return max_replicas * nodes_per_replica
-    replicas_per_node = 1 if spread else max(1, gpus_per_node // gpus_per_replica)
-    return math.ceil(max_replicas / replicas_per_node)
-
-
-def node_cost_per_hour(*, cost_per_replica: float, gpus_per_node: int, gpus_per_replica: int) -> float:
-    """What one whole node costs, from the planner's per-replica price."""
-    return cost_per_replica * gpus_per_node / gpus_per_replica
 
 
 def device_plugin_values() -> dict[str, Any]:

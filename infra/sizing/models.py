@@ -414,7 +414,7 @@ def load_model_catalog(path: Path = CATALOG_PATH) -> dict[str, CatalogEntry]:
     return entries
 
 
-def gated_without_token(model_id: str, has_token: bool) -> str | None:
+def gated_without_token(model_id: str, *, has_token: bool, stack: str) -> str | None:
     """Why the fill Job could not download `model_id`: a model the catalog marks gated on the Hub, with no
     hfToken in the stack. None when it can (a token is set, the model is not gated, or it is not in the
     catalog, so whether the Hub gates it is not known offline)."""
@@ -422,9 +422,9 @@ def gated_without_token(model_id: str, has_token: bool) -> str | None:
     if has_token or entry is None or not entry.gated:
         return None
     return (
-        f"{entry.model_id} is gated on the Hugging Face Hub and the stack has no token: accept its terms at "
-        f"https://huggingface.co/{entry.model_id} with your account, then set your token with "
-        "`pulumi config set --secret hfToken hf_...`"
+        f"{entry.model_id} is gated on the Hugging Face Hub and stack {stack!r} has no token: accept its "
+        f"terms at https://huggingface.co/{entry.model_id} with your account, then set your token with "
+        f"`pulumi config set --secret hfToken hf_... -s {stack}`"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -35,6 +36,7 @@ class Workload:
     gpu_memory_utilization: float | None = None  # None: vLLM 0.33.0's default, 0.92
     replicas: int = 1  # replicas the stack runs: plans are ranked by what that many cost in whole nodes
     lora: LoraSlots | None = None  # None: no LoRA adapters (`--enable-lora` off)
+    spread: bool = False  # one replica per node (to keep serving through a node's loss), none sharing one
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class ServingPlan:
     # What the stack pays for `priced_for_replicas` (Workload.replicas) replicas: whole nodes, as AWS bills.
     stack_cost_per_hour_usd: float | None = None
     priced_for_replicas: int = 1
+    priced_spread: bool = False  # whether those replicas were priced a node each (Workload.spread)
     nodes_for_replicas: int = 1
     price_region: str = "us-east-1"  # the catalog's prices are this region's list prices
     prices_read_on: str = ""  # ISO date the catalog's prices were read
@@ -136,6 +139,38 @@ class ServingPlan:
         data["memory_per_gpu_gib"] = self.memory_per_gpu.gib()
         data["memory_per_gpu_bytes"] = data.pop("memory_per_gpu")
         return data
+
+
+def replicas_per_node(
+    *, gpus_per_node: int, gpus_per_replica: int, nodes_per_replica: int, spread: bool
+) -> int:
+    """Replicas (pods of one replica) one node holds: replicas smaller than a node share it unless spread;
+    a replica spanning nodes has one pod on each of its nodes."""
+    if nodes_per_replica > 1 or spread:
+        return 1
+    return max(1, gpus_per_node // gpus_per_replica)
+
+
+def max_nodes(
+    *,
+    gpus_per_node: int,
+    gpus_per_replica: int,
+    nodes_per_replica: int,
+    max_replicas: int,
+    spread: bool = False,
+) -> int:
+    """Nodes `max_replicas` replicas need, as AWS bills them: whole nodes. Replicas smaller than a node share
+    it (e.g. two TP=4 replicas on one 8-GPU node) unless they are spread one per node; a replica spanning
+    nodes takes whole nodes. The planner prices with it and the GPU pool is sized with it."""
+    if nodes_per_replica > 1:
+        return max_replicas * nodes_per_replica
+    per_node = replicas_per_node(
+        gpus_per_node=gpus_per_node,
+        gpus_per_replica=gpus_per_replica,
+        nodes_per_replica=nodes_per_replica,
+        spread=spread,
+    )
+    return math.ceil(max_replicas / per_node)
 
 
 def parse_token_count(text: str, key: str = "max_model_len") -> int:

@@ -34,6 +34,8 @@ from infra.sizing.plan import (
     MemoryPerGpu,
     ServingPlan,
     Workload,
+    max_nodes,
+    replicas_per_node,
 )
 
 MAX_ALTERNATIVES = 5
@@ -79,9 +81,13 @@ class Candidate:
         per_replica = self.cost_per_replica if self.cost_per_replica is not None else math.inf
         return (stack, per_replica, self.gpus, -self.kv_tokens)
 
-    @property
-    def replicas_per_node(self) -> int:
-        return self.instance.gpu_count // self.tp if self.pp == 1 else 0
+    def replicas_per_node(self, *, spread: bool) -> int:
+        return replicas_per_node(
+            gpus_per_node=self.instance.gpu_count,
+            gpus_per_replica=self.gpus,
+            nodes_per_replica=self.pp,
+            spread=spread,
+        )
 
     def shortfall(self) -> str:
         m = self.memory
@@ -208,8 +214,13 @@ def _evaluate(
     )
     per_token = mem.kv_bytes_per_token(model, tp, pp, precision.kv_bytes)
     price = instance.hourly_cost(constraints.capacity_type)
-    # Replicas share a node's GPUs when one needs only part of it; AWS bills whole nodes.
-    nodes = math.ceil(workload.replicas * tp / instance.gpu_count) if pp == 1 else workload.replicas * pp
+    nodes = max_nodes(
+        gpus_per_node=instance.gpu_count,
+        gpus_per_replica=tp * pp,
+        nodes_per_replica=pp,
+        max_replicas=workload.replicas,
+        spread=workload.spread,
+    )
     if price is None:
         cost = stack_cost = None
     else:
@@ -377,11 +388,13 @@ def _to_plan(
     if model.kv_is_approximate:
         kind = "MLA" if model.is_mla else "sliding-window layers"
         notes.append(f"{kind}: KV cache sized as if every layer attended fully; vLLM will report more tokens")
-    if best.pp == 1 and best.replicas_per_node > 1:
+    per_node = best.replicas_per_node(spread=False)
+    if per_node > 1:
         full = best.instance.hourly_cost(constraints.capacity_type)
         price = f" (${full:.2f}/h)" if full is not None else ""
+        spread = ", spread one per node," if workload.spread else ""
         notes.append(
-            f"{best.instance.name} holds {best.replicas_per_node} replicas; {workload.replicas} replica(s) pay "
+            f"{best.instance.name} holds {per_node} replicas; {workload.replicas} replica(s){spread} pay "
             f"{best.nodes_for_replicas} whole node(s){price}, the per-replica $/h holds when nodes are full"
         )
     if (
@@ -435,6 +448,7 @@ def _to_plan(
         cost_per_hour_usd=best.cost_per_replica,
         stack_cost_per_hour_usd=best.stack_cost,
         priced_for_replicas=workload.replicas,
+        priced_spread=workload.spread,
         nodes_for_replicas=best.nodes_for_replicas,
         price_region=catalog.region,
         prices_read_on=catalog.prices_read_on,

@@ -18,6 +18,7 @@ from infra.bench.results import BenchResult, cost_per_million_output_tokens, par
 from infra.bench.spec import BenchSettings, bench_args, bench_job, job_name, service_url
 from infra.errors import UserError
 from infra.kubernetes.model_cache import SecretKeyRef
+from infra.versions import KUBERNETES_VERSIONS
 from policy import rules
 from tests.conftest import REPO_ROOT, free_port, stop_process, wait_for_port
 
@@ -45,7 +46,7 @@ def job(dataset: str = "sharegpt", hf_token: bool = True) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("dataset", ["sharegpt", "random"])
-@pytest.mark.parametrize("version", ["1.31", "1.32", "1.33"])
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_the_job_validates(dataset: str, version: str) -> None:
     kubernetes_validate.validate(job(dataset), version, strict=True)
 

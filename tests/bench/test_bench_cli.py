@@ -15,6 +15,7 @@ import yaml
 
 from infra.bench.cli import target_revision
 from infra.errors import UserError
+from infra.versions import KUBERNETES_VERSIONS
 from tests.bench.test_bench import RECORDED
 from tests.conftest import run_infra
 from tests.policy.support import recorded
@@ -79,7 +80,8 @@ def test_bench_runs_the_job_and_prints_the_result_next_to_the_plan(fake: Path) -
     )
     assert f"{plan['kv_cache_tokens']} tokens" in text
     job = yaml.safe_load((fake / "applied.yaml").read_text())
-    kubernetes_validate.validate(job, "1.33", strict=True)
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(job, version, strict=True)
     assert "--base-url" in (args := job["spec"]["template"]["spec"]["containers"][0]["args"])
     assert args[args.index("--base-url") + 1] == "http://vllm-primary.llm-serving.svc.cluster.local:8000"
     assert args[args.index("--request-rate") + 1] == "3"

@@ -10,7 +10,7 @@ import yaml
 from infra.components.cluster import STORAGE_CLASS as CLUSTER_STORAGE_CLASS
 from infra.components.cluster import Cluster, ClusterArgs, ClusterMode, kubeconfig_for
 from infra.errors import UserError
-from infra.versions import KARPENTER_CHART, KARPENTER_VERSION
+from infra.versions import KARPENTER_CHART, KARPENTER_VERSION, KUBERNETES_VERSIONS
 from tests.components.support import Recorded, run
 from tests.conftest import shared_path
 
@@ -32,7 +32,7 @@ def new_args(**changes) -> ClusterArgs:
         mode=ClusterMode.NEW,
         cluster_name="eks-a",
         region="eu-west-1",
-        kubernetes_version="1.33",
+        kubernetes_version=KUBERNETES_VERSIONS[-1],
         workload_namespace="serving",
         tags=TAGS,
     )
@@ -134,7 +134,7 @@ def test_network_keeps_nodes_private_and_model_bytes_off_the_nat(recorded: Recor
 
 def test_eks_cluster_uses_api_auth_and_private_node_subnets(recorded: Recorded) -> None:
     eks = recorded.inputs("aws:eks/cluster:Cluster", "c-eks")
-    assert eks["name"] == "eks-a" and eks["version"] == "1.33"
+    assert eks["name"] == "eks-a" and eks["version"] == KUBERNETES_VERSIONS[-1]
     assert eks["accessConfig"]["authenticationMode"] == "API"
     assert eks["roleArn"] == "<known after deploy: c-cluster.arn>"
     nodes = recorded.inputs("aws:eks/nodeGroup:NodeGroup", "c-system")

@@ -6,6 +6,8 @@ import pytest
 
 from infra.components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs
 from infra.kubernetes import nodepools
+from infra.kubernetes.model_cache import MODEL_VOLUME, LoadMode
+from infra.kubernetes.serving_cache import RevisionCache, revision_cache_patch
 from infra.versions import EKS_AMI_ALIAS, NVIDIA_DEVICE_PLUGIN_VERSION
 from tests.components.support import GIB, Recorded, make_plan, run
 
@@ -22,6 +24,7 @@ def build(plan=None, *, max_replicas: int = 1, local_nvme_gb: int = 250, **extra
         plan,
         max_replicas=max_replicas,
         local_nvme_gb=local_nvme_gb,
+        checkpoint_bytes=extra.pop("checkpoint_bytes", plan.weights_total_bytes),
         cluster_name="cluster-a",
         node_role="node-role-a",
         tags=TAGS,
@@ -89,7 +92,29 @@ def test_without_nvme_the_root_volume_holds_the_model() -> None:
     )
     spec = build(plan, local_nvme_gb=0).inputs(NODECLASS, "pool-nodeclass")["spec"]
     assert "instanceStorePolicy" not in spec
-    assert spec["blockDeviceMappings"][0]["ebs"]["volumeSize"] == "200Gi"  # 100 + 70 x 1.25, in 50s
+    assert spec["blockDeviceMappings"][0]["ebs"]["volumeSize"] == "200Gi"  # 100 + 70 x 1.15 + 5, in 50s
+
+
+def test_without_nvme_the_root_volume_holds_every_serving_pods_model_volume() -> None:
+    """The pool sizes its disk from the same model-disk formula as the serving pods' emptyDir, a copy per
+    pod sharing the node (two TP=4 replicas on one 8-GPU node), for a load-time fp8 checkpoint too."""
+    plan = make_plan(
+        instance_type="p4de.24xlarge",
+        gpu=make_plan().gpu.__class__("A100-80GB", 80.0, 8),
+        gpus_per_replica=4,
+        tensor_parallel_size=4,
+    )
+    cache = RevisionCache.from_plan(
+        plan, revision="main", load_mode=LoadMode.LOCAL, compile_cache=False, load_time_fp8=True, region=None
+    )
+    patch = revision_cache_patch(cache, bucket="b", image="i:1", reader_service_account="vllm")
+    (model_volume,) = [v for v in patch.volumes if v["name"] == MODEL_VOLUME]
+    pod_disk = int(model_volume["emptyDir"]["sizeLimit"].removesuffix("Gi"))
+    spec = build(plan, local_nvme_gb=0, checkpoint_bytes=cache.checkpoint_bytes).inputs(
+        NODECLASS, "pool-nodeclass"
+    )["spec"]
+    root = int(spec["blockDeviceMappings"][0]["ebs"]["volumeSize"].removesuffix("Gi"))
+    assert root >= nodepools.BASE_ROOT_GIB + 2 * pod_disk
 
 
 def test_multi_gpu_replicas_share_nodes_and_cap_gpus() -> None:

@@ -12,11 +12,12 @@ import kubernetes_validate
 import pulumi
 import pytest
 
-from infra.components.vllm_service import VllmService, VllmServiceArgs, workload_options
+from infra.components.vllm_service import ServiceWiring, VllmService, VllmServiceArgs, workload_options
 from infra.errors import UserError
 from infra.kubernetes.serving_cache import GIB, AdapterCache, RevisionCache, fill_job_name
 from infra.kubernetes.vllm_workload import InstanceShape
 from infra.sizing.plan import LoraSlots
+from infra.versions import KUBERNETES_VERSIONS
 from tests.components.support import Recorded, make_plan, run
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/serving@sha256:" + "a" * 64
@@ -33,17 +34,19 @@ def args(**changes: Any) -> VllmServiceArgs:
         cache=RevisionCache("Qwen/Qwen3-8B", "main", 16 * GIB, "NVIDIA L4", region="us-east-1"),
         instance=InstanceShape(vcpus=4, memory_gib=16, gpus=1),
         served_name="Qwen/Qwen3-8B",
-        namespace="serving",
-        image=IMAGE,
-        bucket="cache-bucket",
-        reader_service_account="vllm",
-        writer_service_account="model-cache-fill",
-        api_key_secret_name="s-api-key",
+        wiring=ServiceWiring(
+            namespace="serving",
+            image=IMAGE,
+            bucket="cache-bucket",
+            reader_service_account="vllm",
+            writer_service_account="model-cache-fill",
+            api_key_secret_name="s-api-key",
+            hf_token_secret_name="s-hf-token",
+        ),
         node_selector={"llm-serving/pool": "gpu"},
         tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         replicas=2,
         min_replicas=2,
-        hf_token_secret_name="s-hf-token",
         tags=TAGS,
     )
     return replace(base, **changes)
@@ -78,7 +81,7 @@ def test_the_fill_job_runs_as_the_writer_with_the_token_by_reference(recorded: R
     (token,) = [e for e in push["env"] if e["name"] == "HF_TOKEN"]
     assert token["valueFrom"] == {"secretKeyRef": {"name": "s-hf-token", "key": "token"}}
     assert recorded.one(JOB, "svc-fill").delete_before_replace
-    for version in ("1.31", "1.32", "1.33"):
+    for version in KUBERNETES_VERSIONS:
         kubernetes_validate.validate({"apiVersion": "batch/v1", "kind": "Job", **job}, version, strict=True)
 
 
@@ -97,7 +100,7 @@ def test_the_serving_pods_get_the_pool_the_key_by_reference_and_no_hf_token(reco
     assert env["VLLM_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "s-api-key", "key": "api-key"}}
     assert "HF_TOKEN" not in env and "s-hf-token" not in json.dumps(deployment)
     assert deployment["spec"]["replicas"] == 2
-    for version in ("1.31", "1.32", "1.33"):
+    for version in KUBERNETES_VERSIONS:
         kubernetes_validate.validate(
             {"apiVersion": "apps/v1", "kind": "Deployment", **deployment}, version, strict=True
         )
@@ -111,7 +114,10 @@ def test_a_revision_sharing_a_cache_entry_runs_no_second_job() -> None:
 
 def test_a_secret_token_output_never_leaks_a_literal() -> None:
     recorded = run(
-        lambda: VllmService("svc", args(hf_token_secret_name=pulumi.Output.secret(HF_TOKEN_LITERAL)))
+        lambda: VllmService(
+            "svc",
+            args(wiring=replace(args().wiring, hf_token_secret_name=pulumi.Output.secret(HF_TOKEN_LITERAL))),
+        )
     )
     assert HF_TOKEN_LITERAL not in json.dumps([recorded.inputs(t, n) for t, n in recorded.names()])
 

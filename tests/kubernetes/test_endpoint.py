@@ -11,7 +11,7 @@ import yaml
 
 from infra.kubernetes import endpoint
 from infra.kubernetes.endpoint import Backend, EndpointSpec
-from infra.versions import AWS_LOAD_BALANCER_CONTROLLER_VERSION
+from infra.versions import AWS_LOAD_BALANCER_CONTROLLER_VERSION, KUBERNETES_VERSIONS
 from tests.conftest import shared_path
 
 PUBLIC = EndpointSpec(
@@ -25,7 +25,7 @@ PUBLIC = EndpointSpec(
 )
 
 
-@pytest.mark.parametrize("version", ["1.31", "1.32", "1.33"])
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_manifests_validate(version: str) -> None:
     for manifest in (endpoint.ingress(PUBLIC), endpoint.network_policy(PUBLIC)):
         kubernetes_validate.validate(manifest, version, strict=True)
@@ -95,7 +95,8 @@ def test_a_revision_at_zero_is_reached_through_the_interceptor_which_may_reach_v
     )
     ingress, policy = endpoint.ingress(waking), endpoint.network_policy(waking)
     for manifest in (ingress, policy):
-        kubernetes_validate.validate(manifest, "1.33", strict=True)
+        for version in KUBERNETES_VERSIONS:
+            kubernetes_validate.validate(manifest, version, strict=True)
     annotations = ingress["metadata"]["annotations"]
     action = json.loads(annotations["alb.ingress.kubernetes.io/actions.vllm-revisions"])
     assert [(g["serviceName"], g["servicePort"]) for g in action["forwardConfig"]["targetGroups"]] == [

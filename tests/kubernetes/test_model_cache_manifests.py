@@ -22,9 +22,10 @@ from infra.kubernetes.model_cache import (
     fill_job,
     serving_pod_patch,
 )
+from infra.versions import KUBERNETES_VERSIONS
 from tests.vllm_real_parser import parse_with_vllm
 
-K8S_VERSIONS = ["1.31", "1.32", "1.33"]
+K8S_VERSIONS = KUBERNETES_VERSIONS
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/llm-serving:0.33.0-1"
 CACHE = ModelCacheRef(bucket="llm-serving-dev-cache", prefix="dev", model="Qwen/Qwen3-8B", revision=COMMIT)
@@ -109,7 +110,7 @@ def test_schema_validation_would_catch_a_typo() -> None:
     job = _fill()
     job["spec"]["template"]["spec"]["containers"][0]["envv"] = []
     with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(job, "1.33", strict=True)
+        kubernetes_validate.validate(job, KUBERNETES_VERSIONS[-1], strict=True)
 
 
 def _containers(manifest: dict[str, Any]) -> list[dict[str, Any]]:

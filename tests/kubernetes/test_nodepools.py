@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from infra.kubernetes import nodepools
+from infra.kubernetes.serving_cache import cache_disk_gib
 from infra.versions import EKS_AMI_ALIAS, NVIDIA_DEVICE_PLUGIN_VERSION
 from tests.conftest import shared_path
 from tests.kubernetes.crd_schemas import validate_custom_resource
@@ -74,18 +75,23 @@ def test_node_class_uses_nvme_only_when_present_and_pins_the_ami() -> None:
 
 
 @pytest.mark.parametrize(
-    ("model_gib", "nvme", "expected"),
+    ("model_gib", "pods", "nvme", "expected"),
     [
-        (16, True, 100),
-        (140, True, 100),
-        (0, False, 100),
-        (16, False, 150),
-        (70, False, 200),
-        (140, False, 300),
+        (16, 1, True, 100),
+        (140, 2, True, 100),
+        (16, 1, False, 150),  # 100 + 16 x 1.15 + 5, in 50s
+        (70, 1, False, 200),
+        (70, 2, False, 300),  # two pods of a shared node each hold their copy
+        (140, 1, False, 300),
     ],
 )
-def test_root_volume_holds_image_and_model_without_nvme(model_gib: int, nvme: bool, expected: int) -> None:
-    assert nodepools.root_volume_gib(model_gib * 1024**3, local_nvme=nvme) == expected
+def test_root_volume_holds_image_and_each_pods_model_without_nvme(
+    model_gib: int, pods: int, nvme: bool, expected: int
+) -> None:
+    assert nodepools.root_volume_gib(model_gib * 1024**3, pods_per_node=pods, local_nvme=nvme) == expected
+    if not nvme:  # the model's share is the serving pod's own model disk, not a second formula
+        need = nodepools.BASE_ROOT_GIB + pods * cache_disk_gib(model_gib * 1024**3)
+        assert need <= expected < need + nodepools.ROOT_GIB_STEP
 
 
 @pytest.mark.parametrize(

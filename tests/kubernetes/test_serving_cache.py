@@ -12,6 +12,7 @@ from infra.kubernetes import serving_cache
 from infra.kubernetes.model_cache import LoadMode, SecretKeyRef
 from infra.kubernetes.serving_cache import GIB
 from infra.sizing.gpus import load_catalog
+from infra.versions import KUBERNETES_VERSIONS
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -102,7 +103,7 @@ def _cache(**changes: object) -> serving_cache.RevisionCache:
     return serving_cache.RevisionCache(**{**base, **changes})  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("version", ["1.31", "1.32", "1.33"])
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_a_revisions_fill_job_runs_as_the_writer_with_the_token_by_reference(version: str) -> None:
     cache = _cache()
     job = serving_cache.revision_fill_job(

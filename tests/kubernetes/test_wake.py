@@ -7,6 +7,7 @@ import kubernetes_validate
 import pytest
 
 from infra.kubernetes import wake
+from infra.versions import KUBERNETES_VERSIONS
 from infra.vllm.probes import startup_budget_s
 from tests.components.support import make_plan
 from tests.conftest import shared_path
@@ -22,7 +23,7 @@ ROUTE = wake.WakeRoute(
 LABELS = {"app.kubernetes.io/part-of": "llm-serving"}
 
 
-@pytest.mark.parametrize("version", ["1.31", "1.32", "1.33"])
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_the_wake_service_validates_and_selects_the_interceptors(version: str) -> None:
     service = wake.wake_service(ROUTE, LABELS)
     kubernetes_validate.validate(service, version, strict=True)

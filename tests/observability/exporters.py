@@ -1,6 +1,6 @@
 """Local stand-ins for what Prometheus scrapes in the cluster, served on 127.0.0.1 by one HTTP server:
 
-- /vllm/metrics replays vLLM 0.33.0's real exposition (../shared/vllm-0.33.0/metrics-default.prom) with its
+- /vllm/metrics replays vLLM 0.33.0's real exposition (tests/vllm_facts.py: from vLLM's own logger) with its
   counters and histograms advanced on every scrape, so rates and quantiles have something to compute;
 - /dcgm/metrics speaks like NVIDIA's dcgm-exporter (the five DCGM fields our panels and rules read, with its
   label set, the GPU's pod attribution included);

@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from infra.versions import VLLM_VERSION
-from tests.conftest import free_port, shared_path, stop_process, wait_for_port
+from tests.conftest import SHARED, free_port, stop_process, wait_for_port
+from tests.vllm_facts import metrics_exposition, vllm_families
 
 APT_INSTALL = "apt-get update && apt-get install -y prometheus"
 _NAME = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:]*$")
@@ -48,7 +49,7 @@ class TsvMetric:
 @dataclass(frozen=True)
 class VllmTsv:
     current: dict[str, TsvMetric]
-    removed: frozenset[str]
+    removed: frozenset[str] | None  # None: not known (the table was derived from the exposition)
 
     def series(self) -> dict[str, TsvMetric]:
         """Every exposed series name of a current metric (x_total, x_bucket, ...) -> its metric."""
@@ -56,7 +57,11 @@ class VllmTsv:
 
 
 def read_vllm_tsv(version: str = VLLM_VERSION) -> VllmTsv:
-    path = shared_path(f"vllm-{version}", "metrics.tsv")
+    """../shared's hand-made metrics.tsv where it exists (conditions and removed names included); else the
+    table of what vLLM's default exposition registers, every metric there taken as always exposed."""
+    path = SHARED / f"vllm-{version}" / "metrics.tsv"
+    if not path.exists():
+        return table_from_exposition(metrics_exposition(version))
     current: dict[str, TsvMetric] = {}
     removed: set[str] = set()
     for line in path.read_text().splitlines():
@@ -69,6 +74,16 @@ def read_vllm_tsv(version: str = VLLM_VERSION) -> VllmTsv:
         elif _NAME.match(name) and kind in ("gauge", "counter", "histogram", "summary"):
             current[name] = TsvMetric(name, kind, fields[3])
     return VllmTsv(current, frozenset(removed))
+
+
+def table_from_exposition(path: Path) -> VllmTsv:
+    """The metric families a real vLLM exposition registers (vllm:*, as metrics.tsv names them: counters
+    without _total), typed as prometheus_client parses them. Removed names are history, not in it."""
+    current = {
+        name: TsvMetric(name, kind, "always (in vLLM's default exposition)")
+        for name, kind in vllm_families(path.read_text()).items()
+    }
+    return VllmTsv(current, None)
 
 
 _KEYWORDS = {

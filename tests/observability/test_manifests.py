@@ -12,6 +12,7 @@ import pytest
 from infra.errors import UserError
 from infra.kubernetes import nodepools
 from infra.observability import autoscaling, dashboards, manifests, rules
+from infra.versions import KUBERNETES_VERSIONS
 from tests.kubernetes.crd_schemas import validate_custom_resource
 
 PROMETHEUS = "http://kube-prometheus-stack-prometheus.monitoring.svc:9090"
@@ -21,7 +22,7 @@ WAKE = {
     "type": "cron",
     "metadata": {"timezone": "UTC", "start": "0 8 * * 1-5", "end": "0 18 * * 1-5", "desiredReplicas": "1"},
 }
-K8S_VERSIONS = ("1.31", "1.32", "1.33")
+K8S_VERSIONS = KUBERNETES_VERSIONS
 
 
 def scaled(min_replicas: int = 1, max_replicas: int = 4, **kwargs) -> dict:

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from infra.observability import autoscaling, dashboards, rules
-from tests.conftest import shared_path
 from tests.observability.exporters import GPU_POD, serve_exporters
 from tests.observability.support import Prometheus, running_prometheus
+from tests.vllm_facts import metrics_exposition
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +81,7 @@ def wait_for_first_scrapes(server: Prometheus) -> None:
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
-    exposition = shared_path("vllm-0.33.0", "metrics-default.prom")
+    exposition = metrics_exposition()
     workdir = tmp_path_factory.mktemp("prometheus")
     rules_file = workdir / "rules.yaml"
     rules_file.write_text(yaml.safe_dump({"groups": rules.rule_groups()}, sort_keys=False))

@@ -13,6 +13,7 @@ from infra.errors import UserError
 from infra.vllm import metrics
 from tests.conftest import REPO_ROOT
 from tests.observability.support import read_vllm_tsv
+from tests.vllm_facts import metrics_exposition, vllm_families
 
 _KIND = {metrics.Gauge: "gauge", metrics.Counter: "counter", metrics.Histogram: "histogram"}
 
@@ -28,7 +29,13 @@ def test_every_metric_we_read_is_current_always_exposed_and_typed_as_vllm_expose
 
 
 def test_the_removed_list_is_exactly_vllms() -> None:
-    assert set(metrics.REMOVED) == read_vllm_tsv().removed
+    """Equal to metrics.tsv's removed names where that table exists; in any case none is exposed by the
+    real vLLM (tests/vllm_facts.py), which is all its exposition can tell."""
+    removed = read_vllm_tsv().removed
+    if removed is not None:
+        assert set(metrics.REMOVED) == removed
+    exposed = set(vllm_families(metrics_exposition().read_text()))
+    assert "vllm:kv_cache_usage_perc" in exposed and not exposed & set(metrics.REMOVED)
 
 
 def test_no_removed_name_is_used_by_the_metric_constants() -> None:

@@ -8,16 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from infra.render import Rendered, redact, run_program
 from infra.sizing.gpus import load_catalog
 from policy import rules
+from tests.stacks import as_deployed
 
 REPO = Path(__file__).resolve().parents[2]
-STACKS = sorted(
-    p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in (REPO / "stacks").glob("Pulumi.*.yaml")
-)
 
 
 def as_resources(rendered: Rendered) -> list[rules.Resource]:
@@ -38,8 +34,7 @@ def as_resources(rendered: Rendered) -> list[rules.Resource]:
 @functools.cache
 def recorded(stack: str) -> tuple[tuple[rules.Resource, ...], dict[str, Any]]:
     """The stack's resources and its exported plan (run once per test session)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")  # catalog models; the Hub is not reachable in tests
+    with as_deployed():  # catalog models (the Hub is not reachable in tests), tokens where needed
         rendered = run_program(stack)
     return tuple(as_resources(rendered)), rendered.outputs["plan"]
 

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from policy import rules
-from tests.policy.support import STACKS, deployment, limits, mutated, recorded, with_object
+from tests.policy.support import deployment, limits, mutated, recorded, with_object
+from tests.stacks import STACKS
 
 BUCKET = "aws:s3/bucket:Bucket"
 BLOCK = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"

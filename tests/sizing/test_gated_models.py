@@ -21,11 +21,11 @@ from infra.sizing.models import CATALOG_PATH, gated_without_token, load_model_ca
     ],
 )
 def test_gated_models_need_a_token(model: str, has_token: bool, refused: bool) -> None:
-    message = gated_without_token(model, has_token)
+    message = gated_without_token(model, has_token=has_token, stack="prod")
     assert (message is not None) == refused
     if message is not None:
         assert "meta-llama/Llama-3.3-70B-Instruct is gated" in message
-        assert "pulumi config set --secret hfToken hf_..." in message
+        assert "`pulumi config set --secret hfToken hf_... -s prod`" in message
         assert "https://huggingface.co/meta-llama/Llama-3.3-70B-Instruct" in message
         assert "\n" not in message
 
@@ -34,5 +34,5 @@ def test_every_gated_catalog_model_is_refused_without_a_token() -> None:
     gated = [m["id"] for m in yaml.safe_load(CATALOG_PATH.read_text())["models"] if m.get("gated")]
     assert gated and all(load_model_catalog()[m.lower()].gated for m in gated)
     for model in gated:
-        assert gated_without_token(model, has_token=False) is not None
-        assert gated_without_token(model, has_token=True) is None
+        assert gated_without_token(model, has_token=False, stack="s") is not None
+        assert gated_without_token(model, has_token=True, stack="s") is None

@@ -114,6 +114,20 @@ def test_replicas_pay_for_whole_nodes(replicas: int, nodes: int) -> None:
         assert any(f"1 replica(s) pay 1 whole node(s) (${node:.2f}/h)" in note for note in plan.notes)
 
 
+@pytest.mark.parametrize(("replicas", "nodes"), [(1, 1), (2, 2), (3, 3)])
+def test_spread_replicas_pay_a_node_each(replicas: int, nodes: int) -> None:
+    """A stack that keeps replicas on separate nodes (replicas.min >= 2) pays a whole node per replica, and
+    the planner prices it so (the GPU pool and the cost check read the same figure)."""
+    catalog = load_catalog()
+    workload = Workload(quantization="fp8", replicas=replicas, spread=True)
+    plan = plan_serving(
+        load_model("Qwen/Qwen3-14B"), workload, Constraints(instance_types=("g6.12xlarge",)), catalog
+    )
+    node = catalog.by_name(plan.instance_type).hourly_cost("on-demand")
+    assert (plan.priced_for_replicas, plan.priced_spread, plan.nodes_for_replicas) == (replicas, True, nodes)
+    assert node is not None and plan.stack_cost_per_hour_usd == pytest.approx(node * nodes)
+
+
 @pytest.mark.parametrize("replicas", [1, 2, 5])
 def test_plans_are_ranked_by_what_the_replicas_cost(replicas: int) -> None:
     workload = Workload(quantization="fp8", replicas=replicas)
