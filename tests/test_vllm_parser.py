@@ -43,6 +43,11 @@ def planned() -> dict[str, tuple[str, ServingPlan]]:
     model = load_model("meta-llama/Llama-3.1-405B-Instruct")
     multi_node = plan_serving(model, Workload(max_model_len=8192), Constraints(gpus=("A100-80GB",)))
     plans["405B-multi-node"] = (model.model_id, multi_node)
+    # CPU offload: asked for, and chosen because one node holds the model no other way.
+    qwen14b = load_model("Qwen/Qwen3-14B")
+    one_l4 = Constraints(instance_types=("g6.4xlarge",), max_nodes_per_replica=1)
+    plans["offload-asked"] = (qwen14b.model_id, plan_serving(qwen14b, Workload(cpu_offload_gib=16), one_l4))
+    plans["offload-chosen"] = (qwen14b.model_id, plan_serving(qwen14b, Workload(max_model_len=8192), one_l4))
     return plans
 
 
@@ -287,6 +292,12 @@ def test_planned_arguments_mean_to_vllm_what_the_plan_says(parsed: dict[str, Any
     assert values["max_num_batched_tokens"] == plan.max_num_batched_tokens
     if plan.nodes_per_replica > 1:
         assert values["nnodes"] == plan.nodes_per_replica and values["distributed_executor_backend"] == "mp"
+    assert values["cpu_offload_gb"] == plan.cpu_offload_gib
+
+
+def test_offload_plans_are_parsed(parsed: dict[str, Any]) -> None:
+    for name in ("offload-asked", "offload-chosen"):
+        assert parsed[name]["values"]["cpu_offload_gb"] > 0, name
 
 
 @pytest.mark.parametrize("mode", sorted(PATCHES))
