@@ -31,7 +31,10 @@ def _adapter(value: str) -> AdapterRef:
 
 def plan_command(
     model: Annotated[
-        str, typer.Argument(help="Hugging Face repo id, catalog model, or local model directory")
+        str,
+        typer.Argument(
+            help="Hugging Face repo id, modelscope://org/name, catalog model, or local model directory"
+        ),
     ],
     config: Annotated[
         Path | None, typer.Option(help="A config.json to size instead of looking MODEL up")
