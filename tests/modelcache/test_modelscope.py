@@ -18,25 +18,11 @@ from infra.modelscope import RepoFile, snapshot_id
 from tests.conftest import REPO_ROOT, stop_process
 from tests.modelcache.conftest import BUCKET, run_cache, start_script, tree_digest
 from tests.modelcache.fake_hub import generate_model
+from tests.sizing.test_hub_loading import CONFIG  # a real architecture the planner can size
 
 pytestmark = pytest.mark.integration
 
 MODEL = "modelscope://test-org/tiny-ms"
-# A real architecture, so the planner can size the model from its config.json.
-CONFIG = {
-    "architectures": ["Qwen3ForCausalLM"],
-    "model_type": "qwen3",
-    "hidden_size": 2048,
-    "intermediate_size": 6144,
-    "num_hidden_layers": 28,
-    "num_attention_heads": 16,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "vocab_size": 151936,
-    "max_position_embeddings": 40960,
-    "tie_word_embeddings": True,
-    "torch_dtype": "bfloat16",
-}
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +134,8 @@ def test_the_planner_reads_config_json_from_modelscope(
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert plan["model"] == MODEL and plan["max_model_len"] == 8192
-    # 28 layers x 8 KV heads x 128 x 2 (K and V) x 2 bytes: the config served by the fake, not a catalog entry.
-    assert plan["kv_bytes_per_token_per_gpu"] == 28 * 8 * 128 * 2 * 2 // plan["tensor_parallel_size"]
+    # 16 layers x 8 KV heads x 64 x 2 (K and V) x 2 bytes: the config served by the fake, not a catalog entry.
+    assert plan["kv_bytes_per_token_per_gpu"] == 16 * 8 * 64 * 2 * 2 // plan["tensor_parallel_size"]
     missing = run_plan("modelscope://nobody/nothing", env=ms_env(endpoint, tmp_path))
     assert missing.returncode == 2 and "is not on ModelScope" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
