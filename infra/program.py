@@ -65,6 +65,7 @@ PLANNER_TO_CONFIG_KEYS = {
     "capacity_type": "capacityType",
     "max_model_len": "maxModelLen",
     "kv_cache_dtype": "kvCacheDtype",
+    "cpu_offload_gib": "cpuOffloadGb",
     "dtype": "dtype",
     "quantization": "quantization",
     "gpus": "gpus",
@@ -81,6 +82,7 @@ def planner_inputs(settings: StackSettings, revision: Revision) -> tuple[Workloa
         dtype=None if revision.dtype == "auto" else revision.dtype,
         quantization=revision.quantization or None,
         kv_cache_dtype=revision.kv_cache_dtype,
+        cpu_offload_gib=revision.cpu_offload_gb,
     )
     constraints = Constraints(
         gpus=revision.gpus,

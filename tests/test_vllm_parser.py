@@ -71,6 +71,12 @@ TWO_REVISIONS = {
         },
     ],
 }
+# CPU offload per revision: one L4 holds Qwen3-14B with 16 GiB of it in host memory.
+OFFLOAD_REVISION = {
+    "model": "Qwen/Qwen3-14B",
+    "instanceTypes": ["g6.4xlarge"],
+    "revisions": [{"name": "offload", "weight": 100, "cpuOffloadGb": 16}],
+}
 REFUSED = {  # flags the preview refuses: the real parser must refuse them too (or they are ours to own)
     "removed-swap-space": ["--swap-space", "4"],
     "removed-max-seq-len-to-capture": ["--max-seq-len-to-capture", "8192"],
@@ -129,6 +135,7 @@ POD_ARGS: dict[str, tuple[ServingPlan, list[str]]] = {}
 for _stack in STACKS:
     POD_ARGS |= pod_arguments(stack_values(_stack), _stack)
 POD_ARGS |= pod_arguments(TWO_REVISIONS, "two-revisions")
+POD_ARGS |= pod_arguments(OFFLOAD_REVISION, "offload-revision")
 CACHE = ModelCacheRef(bucket="cache-bucket", model="Qwen/Qwen3-8B", revision="a" * 40, prefix="llm")
 PATCHES = {
     mode.value: serving_pod_patch(
@@ -200,6 +207,11 @@ def test_every_stacks_full_argument_list_parses_as_planned(parsed: dict[str, Any
     assert values["gpu_memory_utilization"] == pytest.approx(plan.gpu_memory_utilization)
     assert values["port"] == 8000 and values["model"].startswith("/models/")
     assert len(values["served_model_name"]) == 1
+    assert values["cpu_offload_gb"] == plan.cpu_offload_gib
+
+
+def test_a_revisions_cpu_offload_reaches_vllm(parsed: dict[str, Any]) -> None:
+    assert parsed["offload-revision-offload"]["values"]["cpu_offload_gb"] == 16
 
 
 def test_a_revision_with_two_adapters_serves_them_with_the_planned_slots(

@@ -61,6 +61,7 @@ QUANTIZATIONS = ("", *sorted(CHECKPOINT_QUANTIZATION | set(ONLINE_QUANTIZATION))
 KV_CACHE_DTYPES = tuple(KV_CACHE_DTYPE_BYTES)
 PRIMARY_REVISION = "primary"  # the revision a stack without `revisions` serves
 TOTAL_WEIGHT = 100
+MAX_OFFLOAD_GIB = 4096  # a sanity bound: the planner checks the instance's real host memory
 
 _EKS_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -135,12 +136,22 @@ def _arg_list(value: Any) -> Any:
     return tuple(value)
 
 
+def _offload_gib(value: Any) -> Any:
+    # The YAML number as vLLM reads --cpu-offload-gb (a float); 0 means no offload.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_OFFLOAD_GIB:
+        raise ValueError(
+            f"must be a number of GiB per GPU from 0 (no offload) to {MAX_OFFLOAD_GIB}, got {value!r}"
+        )
+    return float(value)
+
+
 # Value types shared by the stack-level keys and a revision's overrides of them.
 ModelId = Annotated[str, AfterValidator(_model_id)]
 Dtype = Annotated[str, AfterValidator(lambda value: _one_of(value, DTYPES))]
 QuantizationMethod = Annotated[str, AfterValidator(lambda value: _one_of(value, QUANTIZATIONS))]
 KvCacheDtype = Annotated[str, AfterValidator(lambda value: _one_of(value, KV_CACHE_DTYPES))]
 Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
+OffloadGib = Annotated[float, BeforeValidator(_offload_gib)]
 VllmArgs = Annotated[tuple[str, ...], BeforeValidator(_arg_list)]
 
 
@@ -390,6 +401,7 @@ class RevisionOverrides(_Strict):
     dtype: Dtype | None = None
     quantization: QuantizationMethod | None = None
     kv_cache_dtype: KvCacheDtype | None = Field(default=None, alias="kvCacheDtype")
+    cpu_offload_gb: OffloadGib | None = Field(default=None, alias="cpuOffloadGb")
     gpus: Names | None = None
     instance_types: Names | None = Field(default=None, alias="instanceTypes")
     replicas: ReplicaRange | None = None
@@ -413,6 +425,9 @@ class Revision(BaseModel):
     dtype: str
     quantization: str
     kv_cache_dtype: str
+    cpu_offload_gb: (
+        float  # GiB of weights per GPU in host memory (`--cpu-offload-gb`); 0: the planner decides
+    )
     gpus: tuple[str, ...]
     instance_types: tuple[str, ...]
     replicas: ReplicaRange
@@ -429,7 +444,7 @@ class Revision(BaseModel):
 # Revision fields a stack-level key supplies when the revision leaves them out.
 INHERITED = (
     "model", "model_revision", "served_model_name", "extra_args", "lora_adapters", "max_model_len", "concurrency",
-    "dtype", "quantization", "kv_cache_dtype", "gpus", "instance_types", "replicas",
+    "dtype", "quantization", "kv_cache_dtype", "cpu_offload_gb", "gpus", "instance_types", "replicas",
 )  # fmt: skip
 
 
@@ -452,6 +467,7 @@ class StackSettings(BaseModel):
     dtype: Dtype = Field(alias="dtype")
     quantization: QuantizationMethod = Field(alias="quantization")
     kv_cache_dtype: KvCacheDtype = Field(alias="kvCacheDtype")
+    cpu_offload_gb: OffloadGib = Field(alias="cpuOffloadGb")
     gpus: Names = Field(alias="gpus")
     instance_types: Names = Field(alias="instanceTypes")
     capacity_type: Literal["spot", "on-demand"] = Field(alias="capacityType")

@@ -15,15 +15,16 @@ from infra.sizing.gpus import MIB, GpuInstanceType, GpuModel
 
 
 def host_bytes_per_gpu(instance: GpuInstanceType) -> int | None:
-    """Host memory one GPU's share of the node can pin for offloaded weights, after the OS, the kubelet
-    and vLLM's own processes; None when the instance's memory is unknown (a GPU outside the catalog).
+    """Host memory one GPU's share of the serving pod can pin for offloaded weights, after /dev/shm and
+    vLLM's own processes; None when the instance's memory is unknown (a GPU outside the catalog).
 
-    A share, not the whole node: replicas smaller than a node are priced (and packed) per GPU.
+    Bounded by the pod's memory limit, not the node's: pinned pages past it get the pod OOM-killed. A share
+    per GPU, because replicas smaller than a node are packed (and priced) per GPU.
     """
     if instance.memory_mib <= 0:
         return None
-    node = instance.memory_mib * MIB * (1 - vc.HOST_OVERHEAD_FRACTION) - vc.HOST_RESERVED_BYTES
-    return max(0, math.floor(node / instance.gpu_count - vc.VLLM_HOST_BYTES_PER_GPU))
+    pod_share = instance.memory_mib * MIB * vc.POD_MEMORY_FRACTION / instance.gpu_count
+    return max(0, math.floor(pod_share - vc.SHM_BYTES_PER_GPU - vc.VLLM_HOST_BYTES_PER_GPU))
 
 
 def offload_needed_gib(kv_cache_bytes: int, kv_needed_bytes: int) -> int:

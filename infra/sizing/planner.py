@@ -347,7 +347,17 @@ def plan_serving(
             for c in _offloaded(model, workload, constraints, evaluated, max_len, utilization)
             if c.gpus < best.gpus or c.pp < best.pp
         ]
-        alternatives += [_alternative(c, max_len) for c in _one_per_shape(smaller)[:MAX_OFFLOAD_ALTERNATIVES]]
+        listed = _one_per_shape(smaller)[:MAX_OFFLOAD_ALTERNATIVES]
+        alternatives += [_alternative(c, max_len) for c in listed]
+        plan = _to_plan(
+            model, workload, constraints, catalog, best, max_len, utilization, tuple(alternatives)
+        )
+        costs = tuple(
+            f"{c.instance.name} TP={c.tp} alternative, "
+            + offload.throughput_note(c.cpu_offload_bytes, c.memory.weights, c.instance.gpu)
+            for c in listed
+        )
+        return replace(plan, notes=plan.notes + costs)
     return _to_plan(model, workload, constraints, catalog, best, max_len, utilization, tuple(alternatives))
 
 

@@ -56,11 +56,12 @@ S3_NETWORK_EFFICIENCY = 0.5
 
 # CPU weight offload (`--cpu-offload-gb`, vLLM 0.33.0 vllm/model_executor/offloader/uva.py): the offloaded
 # parameters sit in pinned (page-locked) host memory and every forward pass reads them over PCIe in place.
-# Host memory a node keeps for itself before any pod: Karpenter's default VM memory overhead (7.5% of the
-# nominal size, its `vmMemoryOverheadPercent`) plus EKS AL2023's kube-reserved (255 MiB + 11 MiB per pod,
-# ~2.8 GiB at the ENI max-pods of a 16-vCPU type) and the 100 MiB eviction threshold: 3 GiB.
-HOST_OVERHEAD_FRACTION = 0.075
-HOST_RESERVED_BYTES = 3 * GIB
+# They count against the serving pod's memory limit, which is this share of its GPUs' part of the node
+# (infra/kubernetes/vllm_workload.py requests it): the rest is Karpenter's VM overhead (7.5% of the nominal
+# size), EKS AL2023's kube-reserved (255 MiB + 11 MiB per pod), the eviction threshold and the daemons.
+POD_MEMORY_FRACTION = 0.8
+# /dev/shm the pod mounts per GPU (memory-backed: NCCL and the multiprocess executor write through it).
+SHM_BYTES_PER_GPU = 2 * GIB
 # ASSUMPTION: the resident memory of vLLM's own processes per GPU (API server, engine core, one worker
 # each holding torch, the CUDA context's host side, the tokenizer and small pinned staging buffers), and
 # the overshoot of the offloader, which stops at the first whole parameter past the limit (at most one

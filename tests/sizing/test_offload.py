@@ -27,8 +27,29 @@ def test_host_memory_per_gpu_leaves_room_for_the_node_and_vllm(
 ) -> None:
     instance = load_catalog().by_name(instance_type)
     assert instance.memory_mib == node_gib * 1024 and instance.gpu_count == gpus
-    expected = (node_gib * GIB * 0.925 - 3 * GIB) / gpus - 4 * GIB
+    expected = node_gib * GIB * 0.8 / gpus - 2 * GIB - 4 * GIB
     assert offload.host_bytes_per_gpu(instance) == pytest.approx(expected, abs=1)
+
+
+def test_the_largest_offload_the_planner_allows_fits_the_serving_pods_memory_limit() -> None:
+    """For every catalog instance and every TP its pods can use: the most the planner lets each GPU pin,
+    plus vLLM's own processes per GPU and /dev/shm, stays under the pod's memory limit."""
+    from infra.kubernetes.vllm_workload import InstanceShape, pod_resources, shm_gib
+    from tests.components.support import make_plan
+
+    for instance in load_catalog().instance_types:
+        host = offload.host_bytes_per_gpu(instance)
+        assert host is not None and host >= 0
+        shape = InstanceShape(
+            vcpus=instance.vcpus, memory_gib=instance.memory_mib / 1024, gpus=instance.gpu_count
+        )
+        for tp in (n for n in (1, 2, 4, 8) if n <= instance.gpu_count):
+            plan = make_plan(tensor_parallel_size=tp, gpus_per_replica=tp, cpu_offload_gib=host // GIB)
+            limit_gib = int(
+                pod_resources(plan, shape, ephemeral_gib=10)["limits"]["memory"].removesuffix("Gi")
+            )
+            needed = tp * (host / GIB + vc.VLLM_HOST_BYTES_PER_GPU / GIB) + shm_gib(plan)
+            assert needed <= limit_gib + 1, (instance.name, tp)  # the limit is floored to whole GiB
 
 
 @pytest.mark.parametrize(
@@ -73,6 +94,9 @@ def test_qwen3_14b_on_g6_4xlarge_lists_a_one_node_offload_alternative() -> None:
     host = offload.host_bytes_per_gpu(load_catalog().by_name("g6.4xlarge"))
     assert host is not None and 0 < alternative.cpu_offload_gib * GIB <= host
     assert alternative.kv_cache_tokens >= plan.max_model_len
+    (cost,) = [note for note in plan.notes if "alternative, CPU offload" in note]  # its cost, in the notes
+    assert cost.startswith(f"g6.4xlarge TP=1 alternative, CPU offload: {alternative.cpu_offload_gib:g} GiB")
+    assert "x lower decode throughput" in cost
 
     # Asking for that offload gives that layout, with the flag and its cost in the notes.
     asked = plan_serving(model, Workload(cpu_offload_gib=alternative.cpu_offload_gib), G6_4XLARGE)
@@ -102,7 +126,7 @@ def test_offload_is_not_listed_when_it_saves_nothing() -> None:
 
 
 def test_offload_beyond_the_nodes_host_memory_does_not_fit() -> None:
-    """g6.xlarge has 16 GiB of host memory: about 7.8 GiB of it can hold offloaded weights."""
+    """g6.xlarge has 16 GiB of host memory: about 6.8 GiB of the pod's 12.8 can hold offloaded weights."""
     one_small_node = Constraints(instance_types=("g6.xlarge",), max_nodes_per_replica=1)
     with pytest.raises(NoFitError, match="host memory per GPU left after the OS"):
         plan_serving(load_model("Qwen/Qwen3-14B"), Workload(cpu_offload_gib=16), one_small_node)
