@@ -114,7 +114,10 @@ def _missing(model: str, revision: str) -> str:
         return (
             f"{model} is not on ModelScope at {endpoint()} (or is private and MODELSCOPE_API_TOKEN is unset)"
         )
-    return f"{model}@{revision}: no such revision (branch or tag) on ModelScope"
+    return (
+        f"{model}@{revision}: no such revision (branch or tag) on ModelScope; its default branch is "
+        f"{DEFAULT_REVISION}"
+    )
 
 
 def _short(error: BaseException) -> str:

@@ -181,6 +181,14 @@ def test_apply_rejects_what_pulumi_would(stack_config: dict, message: str) -> No
         ({"autoscaling": {"kvCacheUsage": True}}, "autoscaling.kvCacheUsage: Input should be a valid number"),
         ({"autoscaling": {"gpuUtilizationPercent": 101}}, "autoscaling.gpuUtilizationPercent: must be a"),
         ({"autoscaling": {"gpuUtilizationPercent": -1}}, "autoscaling.gpuUtilizationPercent: Input should"),
+        (
+            {
+                "model": "modelscope://Qwen/Qwen3-8B",
+                "modelLoadMode": "runai_streamer",
+                "modelRevision": "a" * 40,
+            },
+            "model: a ModelScope revision names no commit",
+        ),
         ({"cpuOffloadGb": -1}, "cpuOffloadGb: must be a number of GiB per GPU from 0 (no offload) to 4096"),
         ({"cpuOffloadGb": "16"}, "cpuOffloadGb: must be a number of GiB per GPU"),
         ({"cpuOffloadGb": True}, "cpuOffloadGb: must be a number of GiB per GPU"),
@@ -270,6 +278,13 @@ def test_the_cluster_endpoint_is_private_unless_networks_are_listed() -> None:
         cluster={"mode": "new", "publicAccessCidrs": ["203.0.113.7/32"], "privateAccess": False}
     )
     assert listed.cluster.public_access_cidrs == ("203.0.113.7/32",) and not listed.cluster.private_access
+
+
+def test_a_modelscope_model_is_served_under_its_bare_id_unless_named() -> None:
+    (revision,) = settings(model="modelscope://Qwen/Qwen3-8B", modelRevision="master").revisions
+    assert (revision.model, revision.served_name) == ("modelscope://Qwen/Qwen3-8B", "Qwen/Qwen3-8B")
+    (named,) = settings(model="modelscope://Qwen/Qwen3-8B", servedModelName="qwen").revisions
+    assert named.served_name == "qwen"
 
 
 def test_revisions_inherit_every_key_they_leave_out() -> None:

@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from infra import modelscope
 from infra.aws_regions import region_problem
 from infra.config.schema import PROJECT, did_you_mean, load_schema
 from infra.errors import UserError
@@ -434,7 +435,8 @@ class Revision(BaseModel):
 
     @property
     def served_name(self) -> str:
-        return self.served_model_name or self.model
+        """What clients send: servedModelName, else the model id (a ModelScope id without its prefix)."""
+        return self.served_model_name or modelscope.repo_id(self.model)
 
     def key(self, name: str) -> str:
         """The config key a stack author changes for this revision's `name` (camelCase)."""
@@ -577,6 +579,11 @@ class StackSettings(BaseModel):
                 raise ValueError(
                     f"{revision.key('quantization')}: fp8 quantizes from bfloat16 weights; use dtype auto or "
                     "bfloat16"
+                )
+            if self.model_load_mode == "runai_streamer" and modelscope.is_modelscope(revision.model):
+                raise ValueError(
+                    f"{revision.key('model')}: a ModelScope revision names no commit, and modelLoadMode "
+                    "runai_streamer points vLLM at the cache entry of one commit; use modelLoadMode local"
                 )
             if self.model_load_mode == "runai_streamer" and not _COMMIT.match(revision.model_revision):
                 raise ValueError(

@@ -139,3 +139,59 @@ def test_the_planner_reads_config_json_from_modelscope(
     missing = run_plan("modelscope://nobody/nothing", env=ms_env(endpoint, tmp_path))
     assert missing.returncode == 2 and "is not on ModelScope" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_the_planner_names_an_unreachable_endpoint_in_one_line(tmp_path: Path) -> None:
+    result = run_plan(MODEL, env=ms_env("http://127.0.0.1:9", tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: MODELSCOPE_ENDPOINT: {MODEL}@master: cannot reach ModelScope at http://127.0.0.1:9 "
+        "([Errno 111] Connection refused)"
+    )
+
+
+def test_a_stack_serving_a_modelscope_model_renders_and_fills_its_cache_from_modelscope(
+    fake_modelscope: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kubernetes_validate
+    import yaml
+
+    from infra import render as render_module
+    from tests.kubernetes.crd_schemas import is_custom_resource, validate_custom_resource
+
+    endpoint, _ = fake_modelscope
+    for name, value in ms_env(endpoint, tmp_path / "home").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(render_module, "STACKS_DIR", tmp_path)
+    config = {"model": MODEL, "modelRevision": "master", "maxModelLen": 8192, "gpus": ["L4"]}
+    stack_file = {"config": {f"llm-serving:{key}": value for key, value in config.items()}}
+    (tmp_path / "Pulumi.ms.yaml").write_text(yaml.safe_dump(stack_file))
+    out = tmp_path / "out"
+    result = render_module.render("ms", out)
+
+    plan = result.outputs["plan"]["revisions"]["primary"]
+    assert plan["model"] == MODEL  # sized from the config.json the fake serves, not a catalog entry
+    assert plan["kv_bytes_per_token_per_gpu"] == 16 * 8 * 64 * 2 * 2 // plan["tensor_parallel_size"]
+    manifests = [yaml.safe_load(path.read_text()) for path in sorted((out / "kubernetes").rglob("*.yaml"))]
+    for manifest in manifests:
+        if is_custom_resource(manifest):
+            validate_custom_resource(manifest)
+        else:
+            for version in ("1.31", "1.32", "1.33"):
+                kubernetes_validate.validate(manifest, version, strict=True)
+    (job,) = [m for m in manifests if m["kind"] == "Job"]
+    (fill,) = job["spec"]["template"]["spec"]["containers"]
+    assert fill["args"][:4] == ["push", MODEL, "--revision", "master"]
+    scratch = {m["mountPath"] for m in fill["volumeMounts"]}
+    client_dirs = {e["value"] for e in fill["env"] if e["name"] in ("MODELSCOPE_CACHE", "MODELSCOPE_HOME")}
+    assert client_dirs and all(d.startswith(tuple(f"{m}/" for m in scratch)) for d in client_dirs)
+    (deployment,) = [
+        m for m in manifests if m["kind"] == "Deployment" and m["metadata"]["name"] == "vllm-primary"
+    ]
+    pod = deployment["spec"]["template"]["spec"]
+    pull = pod["initContainers"][0]["args"]
+    assert pull[pull.index("--model") + 1] == MODEL and pull[pull.index("--revision") + 1] == "master"
+    args = pod["containers"][0]["args"]
+    model_dir = "/models/modelscope--test-org--tiny-ms/master"
+    assert args[args.index("--model") + 1] == pull[pull.index("--to") + 1] == model_dir
+    assert args[args.index("--served-model-name") + 1] == "test-org/tiny-ms"  # clients send the bare id
