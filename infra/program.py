@@ -64,6 +64,7 @@ PLANNER_TO_CONFIG_KEYS = {
     "capacity_type": "capacityType",
     "max_model_len": "maxModelLen",
     "kv_cache_dtype": "kvCacheDtype",
+    "cpu_offload_gib": "cpuOffloadGb",
     "dtype": "dtype",
     "quantization": "quantization",
     "gpus": "gpus",
@@ -82,6 +83,7 @@ def planner_inputs(settings: StackSettings, revision: Revision) -> tuple[Workloa
         kv_cache_dtype=revision.kv_cache_dtype,
         replicas=revision.replicas.max,  # the planner ranks by, and prices, what the stack pays at max
         spread=spread(revision),
+        cpu_offload_gib=revision.cpu_offload_gb,
     )
     constraints = Constraints(
         gpus=revision.gpus,

@@ -184,6 +184,17 @@ def test_apply_rejects_what_pulumi_would(stack_config: dict, message: str) -> No
         ({"autoscaling": {"gpuUtilizationPercent": 101}}, "autoscaling.gpuUtilizationPercent: must be a"),
         ({"autoscaling": {"gpuUtilizationPercent": -1}}, "autoscaling.gpuUtilizationPercent: Input should"),
         (
+            {
+                "model": "modelscope://Qwen/Qwen3-8B",
+                "modelLoadMode": "runai_streamer",
+                "modelRevision": "a" * 40,
+            },
+            "model: a ModelScope revision names no commit",
+        ),
+        ({"cpuOffloadGb": -1}, "cpuOffloadGb: must be a number of GiB per GPU from 0 (no offload) to 4096"),
+        ({"cpuOffloadGb": "16"}, "cpuOffloadGb: must be a number of GiB per GPU"),
+        ({"cpuOffloadGb": True}, "cpuOffloadGb: must be a number of GiB per GPU"),
+        (
             {"modelLoadMode": "runai_streamer"},
             "modelRevision: 'main' is not a 40-hex commit sha; modelLoadMode runai_streamer",
         ),
@@ -271,11 +282,19 @@ def test_the_cluster_endpoint_is_private_unless_networks_are_listed() -> None:
     assert listed.cluster.public_access_cidrs == ("203.0.113.7/32",) and not listed.cluster.private_access
 
 
+def test_a_modelscope_model_is_served_under_its_bare_id_unless_named() -> None:
+    (revision,) = settings(model="modelscope://Qwen/Qwen3-8B", modelRevision="master").revisions
+    assert (revision.model, revision.served_name) == ("modelscope://Qwen/Qwen3-8B", "Qwen/Qwen3-8B")
+    (named,) = settings(model="modelscope://Qwen/Qwen3-8B", servedModelName="qwen").revisions
+    assert named.served_name == "qwen"
+
+
 def test_revisions_inherit_every_key_they_leave_out() -> None:
     stack = settings(
         model="Qwen/Qwen3-8B",
         maxModelLen=8192,
         extraArgs=["--enable-prefix-caching"],
+        cpuOffloadGb=2,
         revisions=[
             {"name": "stable", "weight": 90},
             {
@@ -284,10 +303,12 @@ def test_revisions_inherit_every_key_they_leave_out() -> None:
                 "modelRevision": "a" * 40,
                 "maxModelLen": 16384,
                 "extraArgs": [],
+                "cpuOffloadGb": 0.5,
             },
         ],
     )
     stable, canary = stack.revisions
+    assert (stable.cpu_offload_gb, canary.cpu_offload_gb) == (2.0, 0.5)
     assert (stable.model, stable.model_revision, stable.max_model_len) == ("Qwen/Qwen3-8B", "main", 8192)
     assert stable.extra_args == ("--enable-prefix-caching",) and canary.extra_args == ()
     assert (canary.model_revision, canary.max_model_len, canary.weight) == ("a" * 40, 16384, 10)
@@ -314,6 +335,7 @@ def test_revisions_inherit_every_key_they_leave_out() -> None:
             "revisions[1].servedModelName: 'Qwen/Qwen3-14B' differs from 'Qwen/Qwen3-8B'",
         ),
         ([{"name": "a", "weight": 100, "dtype": "fp4"}], "revisions[0].dtype: must be one of"),
+        ([{"name": "a", "weight": 100, "cpuOffloadGb": 1e6}], "revisions[0].cpuOffloadGb: must be a number"),
         ([{"name": "a", "weight": 100, "gpu": ["L4"]}], "revisions[0].gpu: is not a known field"),
         ([{"name": "a", "weight": 100, "extraArgs": "--x"}], "revisions[0].extraArgs: must be a list"),
         ({"name": "a"}, "revisions: must be a list of revisions"),

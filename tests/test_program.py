@@ -40,6 +40,7 @@ def test_other_errors_pass_through_untouched() -> None:
         ("capacity_type", "capacityType: x"),
         ("gpus", "gpus: x"),
         ("model", "model: x"),
+        ("cpu_offload_gib", "cpuOffloadGb: x"),
     ],
 )
 def test_planner_keys_are_named_as_config_keys(key: str, expected: str) -> None:
@@ -118,6 +119,35 @@ def test_serving_image_args_build_unless_the_stack_names_an_image() -> None:
     named = settings_from_values({"servingImage": "r.example.com/s:v1"}, stack="t")
     assert program.serving_image_args(named).prebuilt == "r.example.com/s:v1"
     assert program.serving_image_args(named).tags["stack"] == "t"
+
+
+def test_cpu_offload_is_planned_per_revision_and_reaches_the_arguments() -> None:
+    settings = settings_from_values(
+        {
+            "model": "Qwen/Qwen3-14B",
+            "instanceTypes": ["g6.4xlarge"],
+            "revisions": [
+                {"name": "offload", "weight": 100, "cpuOffloadGb": 16},
+                {"name": "pp", "weight": 0},
+            ],
+        },
+        stack="t",
+    )
+    plans = program.build_plans(settings)
+    offload, pipeline = plans["offload"], plans["pp"]
+    assert (offload.cpu_offload_gib, offload.nodes_per_replica) == (16, 1)
+    assert (pipeline.cpu_offload_gib, pipeline.nodes_per_replica) == (0, 3)  # what fits without offload
+    args = program.vllm_args_preview(settings.revisions[0], offload)
+    assert args[args.index("--cpu-offload-gb") + 1] == "16"
+    assert "--cpu-offload-gb" not in program.vllm_args_preview(settings.revisions[1], pipeline)
+    # the offloaded weights are still downloaded: the entry is as large as on one GPU that holds them all
+    one_gpu = settings_from_values({"model": "Qwen/Qwen3-14B", "gpus": ["L40S"]}, stack="t")
+    (whole,) = one_gpu.revisions
+    assert program.build_plan(one_gpu, whole).gpus_per_replica == 1
+    assert (
+        program.revision_cache(settings, settings.revisions[0], offload).checkpoint_bytes
+        == program.revision_cache(one_gpu, whole, program.build_plan(one_gpu, whole)).checkpoint_bytes
+    )
 
 
 def test_a_revisions_cache_follows_the_settings_and_the_plan() -> None:

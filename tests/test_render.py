@@ -546,6 +546,44 @@ def test_revisions_get_their_own_workload_and_the_endpoint_splits_by_the_configu
                 kubernetes_validate.validate(manifest, version, strict=True)
 
 
+def test_a_cpu_offload_revision_renders_one_node_next_to_the_pipeline_revision(
+    stacks_dir: Path, tmp_path: Path
+) -> None:
+    """cpuOffloadGb per revision: Qwen3-14B in 16 bits on one L4 with 16 GiB of weights in host memory,
+    next to the revision that needs three nodes without offload; both validate."""
+    stack = write_stack(
+        stacks_dir,
+        {
+            "model": "Qwen/Qwen3-14B",
+            "instanceTypes": ["g6.4xlarge"],
+            "revisions": [
+                {"name": "offload", "weight": 100, "cpuOffloadGb": 16},
+                {"name": "pipeline", "weight": 0},
+            ],
+        },
+    )
+    out = tmp_path / "out"
+    result = render(stack, out)
+    offload, pipeline = _plan(result, "offload"), _plan(result, "pipeline")
+    assert (offload["cpu_offload_gib"], offload["nodes_per_replica"]) == (16, 1)
+    assert (pipeline["cpu_offload_gib"], pipeline["nodes_per_replica"]) == (0, 3)
+    assert any("PCIe" in note for note in offload["notes"])
+    workload = _workload(out, "offload")
+    assert workload["kind"] == "Deployment"
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(workload, version, strict=True)
+    (vllm,) = _pod(workload)["containers"]
+    assert vllm["args"][vllm["args"].index("--cpu-offload-gb") + 1] == "16"
+    # the pinned weights, vLLM's own processes and /dev/shm fit under the pod's memory limit
+    limit_gib = int(vllm["resources"]["limits"]["memory"].removesuffix("Gi"))
+    (shm,) = [v for v in _pod(workload)["volumes"] if v["name"] == "dshm"]
+    assert limit_gib >= 16 + 4 + int(shm["emptyDir"]["sizeLimit"].removesuffix("Gi"))
+    leader_worker_set = _workload(out, "pipeline")
+    validate_custom_resource(leader_worker_set)
+    leader = leader_worker_set["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]
+    assert "--cpu-offload-gb" not in leader["args"]
+
+
 def test_a_multi_node_plan_renders_a_leader_worker_set_that_validates(
     stacks_dir: Path, tmp_path: Path
 ) -> None:

@@ -43,6 +43,11 @@ def planned() -> dict[str, tuple[str, ServingPlan]]:
     model = load_model("meta-llama/Llama-3.1-405B-Instruct")
     multi_node = plan_serving(model, Workload(max_model_len=8192), Constraints(gpus=("A100-80GB",)))
     plans["405B-multi-node"] = (model.model_id, multi_node)
+    # CPU offload: asked for, and chosen because one node holds the model no other way.
+    qwen14b = load_model("Qwen/Qwen3-14B")
+    one_l4 = Constraints(instance_types=("g6.4xlarge",), max_nodes_per_replica=1)
+    plans["offload-asked"] = (qwen14b.model_id, plan_serving(qwen14b, Workload(cpu_offload_gib=16), one_l4))
+    plans["offload-chosen"] = (qwen14b.model_id, plan_serving(qwen14b, Workload(max_model_len=8192), one_l4))
     return plans
 
 
@@ -65,6 +70,12 @@ TWO_REVISIONS = {
             "extraArgs": ["--enable-auto-tool-choice", "--tool-call-parser", "hermes", "--enforce-eager"],
         },
     ],
+}
+# CPU offload per revision: one L4 holds Qwen3-14B with 16 GiB of it in host memory.
+OFFLOAD_REVISION = {
+    "model": "Qwen/Qwen3-14B",
+    "instanceTypes": ["g6.4xlarge"],
+    "revisions": [{"name": "offload", "weight": 100, "cpuOffloadGb": 16}],
 }
 REFUSED = {  # flags the preview refuses: the real parser must refuse them too (or they are ours to own)
     "removed-swap-space": ["--swap-space", "4"],
@@ -124,6 +135,7 @@ POD_ARGS: dict[str, tuple[ServingPlan, list[str]]] = {}
 for _stack in STACKS:
     POD_ARGS |= pod_arguments(stack_values(_stack), _stack)
 POD_ARGS |= pod_arguments(TWO_REVISIONS, "two-revisions")
+POD_ARGS |= pod_arguments(OFFLOAD_REVISION, "offload-revision")
 CACHE = ModelCacheRef(bucket="cache-bucket", model="Qwen/Qwen3-8B", revision="a" * 40, prefix="llm")
 PATCHES = {
     mode.value: serving_pod_patch(
@@ -195,6 +207,11 @@ def test_every_stacks_full_argument_list_parses_as_planned(parsed: dict[str, Any
     assert values["gpu_memory_utilization"] == pytest.approx(plan.gpu_memory_utilization)
     assert values["port"] == 8000 and values["model"].startswith("/models/")
     assert len(values["served_model_name"]) == 1
+    assert values["cpu_offload_gb"] == plan.cpu_offload_gib
+
+
+def test_a_revisions_cpu_offload_reaches_vllm(parsed: dict[str, Any]) -> None:
+    assert parsed["offload-revision-offload"]["values"]["cpu_offload_gb"] == 16
 
 
 def test_a_revision_with_two_adapters_serves_them_with_the_planned_slots(
@@ -287,6 +304,12 @@ def test_planned_arguments_mean_to_vllm_what_the_plan_says(parsed: dict[str, Any
     assert values["max_num_batched_tokens"] == plan.max_num_batched_tokens
     if plan.nodes_per_replica > 1:
         assert values["nnodes"] == plan.nodes_per_replica and values["distributed_executor_backend"] == "mp"
+    assert values["cpu_offload_gb"] == plan.cpu_offload_gib
+
+
+def test_offload_plans_are_parsed(parsed: dict[str, Any]) -> None:
+    for name in ("offload-asked", "offload-chosen"):
+        assert parsed[name]["values"]["cpu_offload_gb"] > 0, name
 
 
 @pytest.mark.parametrize("mode", sorted(PATCHES))

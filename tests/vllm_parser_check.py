@@ -27,6 +27,7 @@ REPORTED = (
     "max_num_batched_tokens", "load_format", "served_model_name", "nnodes", "distributed_executor_backend",
     "node_rank", "master_addr", "master_port", "headless", "port", "shutdown_timeout", "enable_prefix_caching",
     "enable_lora", "max_loras", "max_lora_rank", "lora_modules",
+    "cpu_offload_gb",
     # vllm bench serve
     "backend", "base_url", "endpoint", "tokenizer", "request_rate", "num_prompts", "seed", "percentile_metrics",
     "metric_percentiles", "dataset_name", "dataset_path", "random_input_len", "random_output_len",

@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from infra import modelscope
 from infra.aws_regions import region_problem
 from infra.config.schema import PROJECT, did_you_mean, load_schema
 from infra.errors import UserError
@@ -60,6 +61,7 @@ QUANTIZATIONS = ("", *sorted(CHECKPOINT_QUANTIZATION | set(ONLINE_QUANTIZATION))
 KV_CACHE_DTYPES = tuple(KV_CACHE_DTYPE_BYTES)
 PRIMARY_REVISION = "primary"  # the revision a stack without `revisions` serves
 TOTAL_WEIGHT = 100
+MAX_OFFLOAD_GIB = 4096  # a sanity bound: the planner checks the instance's real host memory
 
 _EKS_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -136,6 +138,15 @@ def _arg_list(value: Any) -> Any:
     return tuple(value)
 
 
+def _offload_gib(value: Any) -> Any:
+    # The YAML number as vLLM reads --cpu-offload-gb (a float); 0 means no offload.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_OFFLOAD_GIB:
+        raise ValueError(
+            f"must be a number of GiB per GPU from 0 (no offload) to {MAX_OFFLOAD_GIB}, got {value!r}"
+        )
+    return float(value)
+
+
 # Value types shared by the stack-level keys and a revision's overrides of them.
 ModelId = Annotated[str, AfterValidator(_model_id)]
 Dtype = Annotated[str, AfterValidator(lambda value: _one_of(value, DTYPES))]
@@ -143,6 +154,7 @@ QuantizationMethod = Annotated[str, AfterValidator(lambda value: _one_of(value, 
 KvCacheDtype = Annotated[str, AfterValidator(lambda value: _one_of(value, KV_CACHE_DTYPES))]
 KubernetesVersion = Annotated[str, AfterValidator(lambda value: _one_of(value, KUBERNETES_VERSIONS))]
 Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
+OffloadGib = Annotated[float, BeforeValidator(_offload_gib)]
 VllmArgs = Annotated[tuple[str, ...], BeforeValidator(_arg_list)]
 
 
@@ -429,6 +441,7 @@ class RevisionOverrides(_Strict):
     dtype: Dtype | None = None
     quantization: QuantizationMethod | None = None
     kv_cache_dtype: KvCacheDtype | None = Field(default=None, alias="kvCacheDtype")
+    cpu_offload_gb: OffloadGib | None = Field(default=None, alias="cpuOffloadGb")
     gpus: Names | None = None
     instance_types: Names | None = Field(default=None, alias="instanceTypes")
     replicas: ReplicaRange | None = None
@@ -452,13 +465,17 @@ class Revision(BaseModel):
     dtype: str
     quantization: str
     kv_cache_dtype: str
+    cpu_offload_gb: (
+        float  # GiB of weights per GPU in host memory (`--cpu-offload-gb`); 0: the planner decides
+    )
     gpus: tuple[str, ...]
     instance_types: tuple[str, ...]
     replicas: ReplicaRange
 
     @property
     def served_name(self) -> str:
-        return self.served_model_name or self.model
+        """What clients send: servedModelName, else the model id (a ModelScope id without its prefix)."""
+        return self.served_model_name or modelscope.repo_id(self.model)
 
     def key(self, name: str) -> str:
         """The config key a stack author changes for this revision's `name` (camelCase)."""
@@ -468,7 +485,7 @@ class Revision(BaseModel):
 # Revision fields a stack-level key supplies when the revision leaves them out.
 INHERITED = (
     "model", "model_revision", "served_model_name", "extra_args", "lora_adapters", "max_model_len", "concurrency",
-    "dtype", "quantization", "kv_cache_dtype", "gpus", "instance_types", "replicas",
+    "dtype", "quantization", "kv_cache_dtype", "cpu_offload_gb", "gpus", "instance_types", "replicas",
 )  # fmt: skip
 
 
@@ -491,6 +508,7 @@ class StackSettings(BaseModel):
     dtype: Dtype = Field(alias="dtype")
     quantization: QuantizationMethod = Field(alias="quantization")
     kv_cache_dtype: KvCacheDtype = Field(alias="kvCacheDtype")
+    cpu_offload_gb: OffloadGib = Field(alias="cpuOffloadGb")
     gpus: Names = Field(alias="gpus")
     instance_types: Names = Field(alias="instanceTypes")
     capacity_type: Literal["spot", "on-demand"] = Field(alias="capacityType")
@@ -607,6 +625,11 @@ class StackSettings(BaseModel):
                 raise ValueError(
                     f"{revision.key('quantization')}: fp8 quantizes from bfloat16 weights; use dtype auto or "
                     "bfloat16"
+                )
+            if self.model_load_mode == "runai_streamer" and modelscope.is_modelscope(revision.model):
+                raise ValueError(
+                    f"{revision.key('model')}: a ModelScope revision names no commit, and modelLoadMode "
+                    "runai_streamer points vLLM at the cache entry of one commit; use modelLoadMode local"
                 )
             if self.model_load_mode == "runai_streamer" and not _COMMIT.match(revision.model_revision):
                 raise ValueError(

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from infra import modelscope
 from infra.modelcache.layout import CacheEntry, S3Location, compile_cache_key, is_commit_hash, model_slug
 from infra.versions import VLLM_VERSION
 
@@ -166,6 +167,12 @@ def fill_job(args: FillJobArgs) -> Manifest:
         _env("HF_HUB_DISABLE_TELEMETRY", "1"),
         _env("PYTHONUNBUFFERED", "1"),
     ]
+    if modelscope.is_modelscope(args.cache.model):
+        # ModelScope's client keeps its cache and config under HOME, which is read-only here.
+        env += [
+            _env("MODELSCOPE_CACHE", "/scratch/modelscope"),
+            _env("MODELSCOPE_HOME", "/scratch/modelscope"),
+        ]
     if args.region:
         env.append(_env("AWS_REGION", args.region))
     if args.hf_token_secret is not None:

@@ -34,6 +34,7 @@ from infra.kubernetes.model_cache import (
 from infra.kubernetes.nodepools import GPU_RESOURCE
 from infra.kubernetes.serving_cache import FILL_BYTES_PER_SECOND, FILL_STARTUP_SECONDS
 from infra.sizing.plan import ServingPlan
+from infra.sizing.vllm_constants import POD_MEMORY_FRACTION
 from infra.vllm import probes as vllm_probes
 from infra.vllm.args import (
     MULTI_NODE_PORT,
@@ -56,7 +57,7 @@ TIMEOUT_ANNOTATION = "pulumi.com/timeoutSeconds"
 # Identity agent, GPU exporter) and eviction thresholds; vLLM needs host memory for pinned buffers and
 # CPU for tokenization, detokenization and the API server.
 NODE_CPU_FRACTION = 0.85
-NODE_MEMORY_FRACTION = 0.8
+NODE_MEMORY_FRACTION = POD_MEMORY_FRACTION  # the planner bounds CPU offload by the same share
 # /dev/shm: NCCL and vLLM's multiprocess executor exchange tensors through it, so it grows with the GPUs
 # a pod drives. Memory-backed, so it counts against the pod's memory.
 SHM_BASE_GIB = 2

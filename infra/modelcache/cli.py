@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from infra import modelscope
 from infra.errors import UserError
 from infra.modelcache.layout import LocalLayout, parse_s3_uri
 from infra.modelcache.pull import pull, resolve_entry
@@ -74,9 +75,14 @@ def _say(message: str) -> None:
 
 @cache_app.command("push")
 def push_command(
-    model: Annotated[str, typer.Argument(help="Hub model id, e.g. Qwen/Qwen3-8B.")],
+    model: Annotated[
+        str, typer.Argument(help="Hub model id, e.g. Qwen/Qwen3-8B, or modelscope://Qwen/Qwen3-8B.")
+    ],
     to: Annotated[str, typer.Option("--to", help="Cache root, s3://BUCKET/PREFIX.")],
-    revision: Annotated[str, typer.Option(help="Branch, tag or commit (resolved to a commit).")] = "main",
+    revision: Annotated[
+        str | None,
+        typer.Option(help="Branch, tag or commit (resolved to a commit); default main, ModelScope's master."),
+    ] = None,
     source: Annotated[
         Path | None, typer.Option("--from", help="Push this local directory instead of downloading.")
     ] = None,
@@ -96,9 +102,11 @@ def push_command(
     retry_mode: RetryModeOption = _defaults.retry_mode,
     endpoint_url: EndpointUrl = None,
 ) -> None:
-    """Download MODEL at REVISION from the Hub (HF_TOKEN from the environment) and upload it to S3."""
+    """Download MODEL at REVISION from the Hub (HF_TOKEN from the environment) or from ModelScope
+    (MODELSCOPE_ENDPOINT, MODELSCOPE_API_TOKEN) and upload it to S3."""
     from infra.modelcache.push import push
 
+    revision = revision or (modelscope.DEFAULT_REVISION if modelscope.is_modelscope(model) else "main")
     root = parse_s3_uri(to, key="--to")
     settings = _settings(concurrency, chunk_size_mib, max_attempts, retry_mode)
     if not sys.stderr.isatty():

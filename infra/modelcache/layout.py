@@ -8,6 +8,9 @@ marker are siblings of that prefix, not inside it:
     <prefix>/models/<org>--<name>/<commit>.manifest.json     every file: path, size, sha256
     <prefix>/models/<org>--<name>/<commit>.complete          written last; no marker, no pull
     <prefix>/models/<org>--<name>/refs/<revision>            the commit a branch or tag resolved to
+
+A ModelScope model (`modelscope://org/name`, see infra/modelscope.py) lives under
+`models/modelscope--<org>--<name>/`: three parts, which no Hub id can produce (the Hub forbids '--').
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import PurePosixPath
 
+from infra import modelscope
 from infra.errors import UserError
 
 # Hub rules: letters, digits, '-', '_', '.'; no '--' or '..' (the Hub forbids both, and '--' is our separator).
@@ -26,6 +30,7 @@ _REVISION = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_./-]{0,254}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 
+_MODELSCOPE_SLUG = "modelscope"
 MANIFEST_SUFFIX = ".manifest.json"
 MARKER_SUFFIX = ".complete"
 
@@ -38,12 +43,17 @@ class LocalLayout(StrEnum):
 
 
 def validate_model_id(model: str) -> str:
-    """A Hub repo id, `org/name` or `name`; returned unchanged when valid."""
-    parts = model.split("/")
-    if not 1 <= len(parts) <= 2 or not all(
+    """A Hub repo id, `org/name` or `name`, or `modelscope://org/name`; returned unchanged when valid."""
+    parts = modelscope.repo_id(model).split("/")
+    counts = (2,) if modelscope.is_modelscope(model) else (1, 2)
+    if len(parts) not in counts or not all(
         _REPO_PART.match(part) and "--" not in part and ".." not in part for part in parts
     ):
-        raise UserError(f"{model!r} is not a Hugging Face model id such as 'Qwen/Qwen3-8B'", key="model")
+        raise UserError(
+            f"{model!r} is not a model id such as 'Qwen/Qwen3-8B' (Hugging Face) or "
+            f"'{modelscope.PREFIX}Qwen/Qwen3-8B' (ModelScope)",
+            key="model",
+        )
     return model
 
 
@@ -66,8 +76,17 @@ def is_commit_hash(revision: str) -> bool:
 
 
 def model_slug(model: str) -> str:
-    """`org/name` -> `org--name`, the separator the Hub's own cache uses."""
-    return validate_model_id(model).replace("/", "--")
+    """`org/name` -> `org--name`, the separator the Hub's own cache uses; ModelScope's get a source part."""
+    slug = validate_model_id(model).removeprefix(modelscope.PREFIX).replace("/", "--")
+    return f"{_MODELSCOPE_SLUG}--{slug}" if modelscope.is_modelscope(model) else slug
+
+
+def model_from_slug(slug: str) -> str:
+    """The inverse of model_slug."""
+    parts = slug.split("--")
+    if len(parts) == 3 and parts[0] == _MODELSCOPE_SLUG:
+        return validate_model_id(f"{modelscope.PREFIX}{parts[1]}/{parts[2]}")
+    return validate_model_id("/".join(parts))
 
 
 def validate_relative_path(path: str) -> str:
@@ -165,10 +184,8 @@ def split_entry_uri(location: S3Location) -> tuple[S3Location, str, str] | None:
     if len(parts) < 3 or parts[-3] != "models" or parts[-1] == "refs":
         return None
     slug, commit = parts[-2], parts[-1]
-    org, sep, name = slug.partition("--")
-    model = f"{org}/{name}" if sep else slug
     root = S3Location(location.bucket, "/".join(parts[:-3]))
-    return root, validate_model_id(model), validate_commit(commit)
+    return root, model_from_slug(slug), validate_commit(commit)
 
 
 def local_model_dir(dest: str, layout: LocalLayout, model: str, commit: str) -> PurePosixPath:

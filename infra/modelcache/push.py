@@ -1,4 +1,5 @@
-"""push: Hugging Face Hub (or a local directory) -> S3, once per (model, commit).
+"""push: Hugging Face Hub, ModelScope (`modelscope://org/name`) or a local directory -> S3, once per
+(model, commit); a ModelScope revision's commit is the digest of its listed content (infra/modelscope.py).
 
 Order matters for readers: every object first, then the manifest, then the completion marker. A pull
 refuses an entry without the marker, so a reader never sees half a model. A complete entry is skipped;
@@ -22,6 +23,7 @@ from awscrt.checksums import crc64nvme
 from boto3.s3.transfer import S3Transfer, TransferConfig
 from botocore.exceptions import ClientError
 
+from infra import modelscope
 from infra.errors import UserError
 from infra.hub import hub_errors
 from infra.modelcache.layout import (
@@ -204,15 +206,19 @@ def push(
     settings: TransferSettings | None = None,
     log: TextIO | None = None,
 ) -> PushResult:
-    """Fill the cache entry for `model` at `revision` (from the Hub, or from `source_dir`)."""
+    """Fill the cache entry for `model` at `revision` (from the Hub or ModelScope, or from `source_dir`)."""
     settings = settings or TransferSettings()
     started = time.monotonic()
     validate_model_id(model)
     validate_revision(revision)
+    listed: list[modelscope.RepoFile] = []
     if source_dir is not None:
         if not source_dir.is_dir():
             raise UserError(f"{source_dir} is not a directory", key="--from")
         commit = validate_commit(revision.replace("/", "-"))
+    elif modelscope.is_modelscope(model):
+        listed = modelscope.list_files(model, revision)
+        commit = modelscope.snapshot_id(listed)
     else:
         commit = revision if is_commit_hash(revision) else resolve_hub_commit(model, revision)
     entry = CacheEntry(root, model, commit)
@@ -222,10 +228,12 @@ def push(
     if force:
         # Readers must stop trusting the old entry before any object of it changes.
         client.delete_object(Bucket=root.bucket, Key=entry.marker_key)
-    if source_dir is None:
-        source_dir = download_snapshot(
-            model, commit, scratch or Path.cwd() / ".modelcache-scratch", include=include, exclude=exclude
-        )
+    scratch = scratch or Path.cwd() / ".modelcache-scratch"
+    if listed:
+        target = scratch / model_slug(model) / commit
+        source_dir = modelscope.download(model, revision, listed, target, include=include, exclude=exclude)
+    elif source_dir is None:
+        source_dir = download_snapshot(model, commit, scratch, include=include, exclude=exclude)
     _, uploaded, reused, uploaded_bytes = upload_entry(client, entry, source_dir, revision, settings, log)
     _record_ref(client, root, model, revision, commit)
     return PushResult(entry, False, uploaded, reused, uploaded_bytes, time.monotonic() - started)

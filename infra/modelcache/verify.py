@@ -18,6 +18,7 @@ from infra.modelcache.layout import (
     LocalLayout,
     S3Location,
     local_model_dir,
+    model_from_slug,
 )
 from infra.modelcache.manifest import Manifest, ManifestFile, parse_manifest
 from infra.modelcache.pull import read_entry
@@ -130,8 +131,10 @@ def list_entries(client: Any, root: S3Location) -> list[ListedEntry]:
     entries = []
     for slug_prefix in slugs:
         slug = slug_prefix[len(models_prefix) : -1]
-        org, sep, name = slug.partition("--")
-        model = f"{org}/{name}" if sep else slug
+        try:
+            model = model_from_slug(slug)
+        except UserError:
+            model = slug  # not written by push; listed as it is
         sub_prefixes, keys = _common_prefixes(client, root.bucket, slug_prefix)
         commits = {p[len(slug_prefix) : -1] for p in sub_prefixes} - {"refs"}
         commits |= {k[len(slug_prefix) : -len(MANIFEST_SUFFIX)] for k in keys if k.endswith(MANIFEST_SUFFIX)}

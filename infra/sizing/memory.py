@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from infra.errors import UserError
 from infra.sizing import vllm_constants as vc
-from infra.sizing.models import DTYPE_BYTES, ModelArchitecture, Quantization
+from infra.sizing.models import DTYPE_BYTES, ModelArchitecture, ParamCounts, Quantization
 from infra.sizing.plan import MemoryPerGpu
 
 # `--dtype` choices of vLLM 0.33.0 (serve-flags.json) -> the torch dtype they select.
@@ -169,24 +169,40 @@ def weight_bytes_per_gpu(model: ModelArchitecture, precision: Precision, tp: int
     projections are replicated when tp exceeds the KV heads; pipeline stages hold ceil(layers/pp) layers
     and the first/last stage also holds the embedding/LM head.
     """
-    params = model.params
-    if params is None:
+    params = _params(model)
+    act = precision.act_bytes
+    stage_fraction = layers_per_stage(model.num_layers, pp) / model.num_layers
+    embedding, lm_head = params.embedding, params.lm_head
+    vocab_bytes = (embedding + lm_head if pp == 1 else max(embedding, lm_head or embedding)) / tp * act
+    other_bytes = params.other * stage_fraction * act
+    return math.ceil(_layer_linear_bytes(model, precision, tp, pp) + vocab_bytes + other_bytes)
+
+
+def offloadable_bytes_per_gpu(model: ModelArchitecture, precision: Precision, tp: int, pp: int) -> int:
+    """What `--cpu-offload-gb` can move to host memory on the fullest rank: vLLM 0.33.0's UVA offloader
+    wraps only the decoder layers (`make_layers`), so embeddings and LM head stay on the GPU. Counted
+    from the layers' projections alone (their norms are a rounding error), a lower bound."""
+    return math.floor(_layer_linear_bytes(model, precision, tp, pp))
+
+
+def _params(model: ModelArchitecture) -> ParamCounts:
+    if model.params is None:
         _ = model.param_count  # raises the explanatory UserError
         raise AssertionError("unreachable")
-    act = precision.act_bytes
-    bits = precision.quantization.bits_per_weight if precision.quantization else act * 8
-    linear = params.linear
+    return model.params
+
+
+def _layer_linear_bytes(model: ModelArchitecture, precision: Precision, tp: int, pp: int) -> float:
+    """The attention and MLP projections of one rank's layers, in the quantized format."""
+    bits = precision.quantization.bits_per_weight if precision.quantization else precision.act_bytes * 8
+    linear = _params(model).linear
     replicated_kv = 0
     if not model.is_mla and tp > model.num_kv_heads and model.params_source == "config":
         kv_linear = 2 * model.hidden_size * model.num_kv_heads * model.head_dim * model.num_layers
         replicated_kv = 2 * model.hidden_size * model.head_dim * model.num_layers  # one head per rank
         linear -= kv_linear
     stage_fraction = layers_per_stage(model.num_layers, pp) / model.num_layers
-    linear_bytes = (linear / tp + replicated_kv) * stage_fraction * bits / 8
-    embedding, lm_head = params.embedding, params.lm_head
-    vocab_bytes = (embedding + lm_head if pp == 1 else max(embedding, lm_head or embedding)) / tp * act
-    other_bytes = params.other * stage_fraction * act
-    return math.ceil(linear_bytes + vocab_bytes + other_bytes)
+    return (linear / tp + replicated_kv) * stage_fraction * bits / 8
 
 
 def batch_defaults(gpu: GpuMemory) -> tuple[int, int]:
@@ -229,13 +245,16 @@ def memory_per_gpu(
     batched_tokens: int,
     num_seqs: int,
     lora_bytes: int = 0,
+    cpu_offload_bytes: int = 0,
 ) -> MemoryPerGpu:
     """Bytes per GPU on the fullest rank; `kv_cache` is negative when the model does not fit.
 
     `lora_bytes` (lora_bytes_per_gpu) are allocated with the model, so vLLM counts them as weights too.
+    `cpu_offload_bytes` of the weights live in pinned host memory (`--cpu-offload-gb`): vLLM's profile
+    counts only what stays on the GPU, and UVA reads the rest in place, with no GPU staging buffer.
     """
     budget = math.ceil(gpu.total_bytes * gpu_memory_utilization)
-    weights = weight_bytes_per_gpu(model, precision, tp, pp) + lora_bytes
+    weights = weight_bytes_per_gpu(model, precision, tp, pp) + lora_bytes - cpu_offload_bytes
     activations = activation_peak_bytes(model, precision, tp, batched_tokens, num_seqs)
     other = non_torch_bytes(tp * pp)
     graphs = vc.CUDA_GRAPH_BYTES

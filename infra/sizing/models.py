@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from infra import modelscope
 from infra.errors import UserError
 from infra.hub import hub_errors
 
@@ -475,9 +476,12 @@ def load_model(
     config_path: Path | None = None,
     token: str | None = None,
 ) -> ModelArchitecture:
-    """Resolve a model reference: explicit config.json, local directory, built-in catalog, or the Hub."""
+    """Resolve a model reference: explicit config.json, local directory, ModelScope (`modelscope://org/name`),
+    built-in catalog, or the Hub."""
     if config_path is not None:
         return parse_config(read_config_file(Path(config_path)), ref)
+    if modelscope.is_modelscope(ref):
+        return parse_config(read_config_file(modelscope.download_config(ref, revision)), ref)
     local = Path(ref).expanduser()
     if local.is_dir():
         config = read_config_file(local / "config.json")

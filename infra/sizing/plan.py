@@ -37,6 +37,7 @@ class Workload:
     replicas: int = 1  # replicas the stack runs: plans are ranked by what that many cost in whole nodes
     lora: LoraSlots | None = None  # None: no LoRA adapters (`--enable-lora` off)
     spread: bool = False  # one replica per node (to keep serving through a node's loss), none sharing one
+    cpu_offload_gib: float = 0.0  # `--cpu-offload-gb`: weights per GPU to keep in host memory; 0: none
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class Alternative:
     max_concurrency: float
     cost_per_hour_usd: float | None  # per replica, as if every node were full of replicas
     stack_cost_per_hour_usd: float | None = None  # the whole nodes the plan's replica count needs
+    cpu_offload_gib: float = 0.0  # weights per GPU in host memory (`--cpu-offload-gb`)
 
 
 @dataclass(frozen=True)
@@ -127,12 +129,14 @@ class ServingPlan:
     price_region: str = "us-east-1"  # the catalog's prices are this region's list prices
     prices_read_on: str = ""  # ISO date the catalog's prices were read
     lora: LoraSlots | None = None  # the LoRA slots sized (rank one of vLLM's choices); None: LoRA off
+    cpu_offload_gib: float = 0.0  # weights per GPU in pinned host memory (`--cpu-offload-gb`)
 
     @property
     def weights_total_bytes(self) -> int:
         """The model's weights across all ranks of one replica: what a node downloads and stores."""
         lora = self.lora.bytes_per_gpu if self.lora else 0  # allocated at start, not downloaded
-        return (self.memory_per_gpu.weights - lora) * self.gpus_per_replica
+        offloaded = int(self.cpu_offload_gib * GIB)  # in host memory, but downloaded all the same
+        return (self.memory_per_gpu.weights - lora + offloaded) * self.gpus_per_replica
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -31,7 +31,10 @@ def _adapter(value: str) -> AdapterRef:
 
 def plan_command(
     model: Annotated[
-        str, typer.Argument(help="Hugging Face repo id, catalog model, or local model directory")
+        str,
+        typer.Argument(
+            help="Hugging Face repo id, modelscope://org/name, catalog model, or local model directory"
+        ),
     ],
     config: Annotated[
         Path | None, typer.Option(help="A config.json to size instead of looking MODEL up")
@@ -66,6 +69,9 @@ def plan_command(
         str | None, typer.Option(help="awq, gptq, fp8, compressed-tensors, bitsandbytes")
     ] = None,
     kv_cache_dtype: Annotated[str, typer.Option(help="auto, fp8, fp8_e4m3, fp8_e5m2")] = "auto",
+    cpu_offload_gb: Annotated[
+        float, typer.Option(help="GiB of weights per GPU to keep in host memory (vLLM's flag); 0: none")
+    ] = 0.0,
     concurrency: Annotated[int, typer.Option(help="Full-length sequences that must fit at once")] = 1,
     replicas: Annotated[
         int, typer.Option(help="Replicas to price: plans are ranked by the whole nodes they need")
@@ -97,6 +103,7 @@ def plan_command(
         kv_cache_dtype=kv_cache_dtype,
         gpu_memory_utilization=gpu_memory_utilization,
         lora=lora_slots([_adapter(value) for value in lora_adapter or ()]),
+        cpu_offload_gib=cpu_offload_gb,
     )
     if capacity_type not in ("on-demand", "spot"):
         raise UserError(f"{capacity_type!r}: use on-demand or spot", key="--capacity-type")

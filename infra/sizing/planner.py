@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from infra.errors import UserError
 from infra.sizing import memory as mem
+from infra.sizing import offload
 from infra.sizing import vllm_constants as vc
 from infra.sizing.gpus import (
     DEFAULT_CUSTOM_COMPUTE_CAPABILITY,
@@ -39,6 +40,7 @@ from infra.sizing.plan import (
 )
 
 MAX_ALTERNATIVES = 5
+MAX_OFFLOAD_ALTERNATIVES = 2
 # A GPU outside the catalog (--gpu-memory-gib) is planned as an 8-GPU node with a 25 Gb/s link.
 CUSTOM_GPUS_PER_NODE = 8
 CUSTOM_NETWORK_GBPS = 25.0
@@ -63,10 +65,32 @@ class Candidate:
     cost_per_replica: float | None  # a node's price shared by the replicas it holds
     nodes_for_replicas: int  # nodes the workload's replica count occupies
     stack_cost: float | None  # those nodes' price
+    cpu_offload_gib: float = 0.0  # `--cpu-offload-gb`: weights per GPU kept in host memory
+    offloadable_bytes: int = 0  # decoder-layer weights per GPU, the most vLLM can offload
+    host_bytes_per_gpu: int | None = None  # host memory a GPU's share of the node can pin; None: unknown
 
     @property
     def fits(self) -> bool:
-        return self.blocks >= self.blocks_needed
+        return self.blocks >= self.blocks_needed and self.offload_problem is None
+
+    @property
+    def cpu_offload_bytes(self) -> int:
+        return int(self.cpu_offload_gib * GIB)  # as vLLM converts the flag
+
+    @property
+    def offload_problem(self) -> str | None:
+        wanted = self.cpu_offload_bytes
+        if wanted > self.offloadable_bytes:
+            return (
+                f"--cpu-offload-gb {self.cpu_offload_gib:g} is more than the "
+                f"{self.offloadable_bytes / GIB:.1f} GiB of decoder-layer weights per GPU vLLM can offload"
+            )
+        if self.host_bytes_per_gpu is not None and wanted > self.host_bytes_per_gpu:
+            return (
+                f"{self.cpu_offload_gib:g} GiB offloaded per GPU exceed the {self.host_bytes_per_gpu / GIB:.1f} "
+                f"GiB of host memory per GPU left after the OS, the kubelet and vLLM's own processes"
+            )
+        return None
 
     @property
     def gpus(self) -> int:
@@ -93,6 +117,8 @@ class Candidate:
         m = self.memory
         fixed = m.weights + m.activations + m.other + m.cuda_graphs
         where = f"{self.instance.name} TP={self.tp}" + (f" PP={self.pp}" if self.pp > 1 else "")
+        if self.offload_problem is not None:
+            return f"{where}: {self.offload_problem}"
         if m.kv_cache <= 0:
             return (
                 f"{where}: weights {m.weights / GIB:.1f} GiB + activations, graphs and runtime "
@@ -163,6 +189,11 @@ def _validate(model: ModelArchitecture, workload: Workload, constraints: Constra
         )
     if constraints.max_nodes_per_replica < 1:
         raise UserError("must be at least 1", key="max_nodes_per_replica")
+    if not 0 <= workload.cpu_offload_gib < math.inf:
+        raise UserError(
+            f"must be 0 (no offload) or GiB per GPU to keep in host memory, got {workload.cpu_offload_gib}",
+            key="cpu_offload_gib",
+        )
     return max_len, utilization
 
 
@@ -211,6 +242,7 @@ def _evaluate(
         batched_tokens=batched_tokens,
         num_seqs=num_seqs,
         lora_bytes=_lora_bytes(model, workload, precision, tp, pp),
+        cpu_offload_bytes=int(workload.cpu_offload_gib * GIB),
     )
     per_token = mem.kv_bytes_per_token(model, tp, pp, precision.kv_bytes)
     price = instance.hourly_cost(constraints.capacity_type)
@@ -240,6 +272,9 @@ def _evaluate(
         cost_per_replica=cost,
         nodes_for_replicas=nodes,
         stack_cost=stack_cost,
+        cpu_offload_gib=workload.cpu_offload_gib,
+        offloadable_bytes=mem.offloadable_bytes_per_gpu(model, precision, tp, pp),
+        host_bytes_per_gpu=offload.host_bytes_per_gpu(instance),
     )
 
 
@@ -296,6 +331,8 @@ def plan_serving(
     catalog = catalog or load_catalog()
     evaluated, precision_errors, max_len, utilization = _candidates(model, workload, constraints, catalog)
     fitting = sorted((c for c in evaluated if c.fits), key=Candidate.rank_key)
+    if not fitting and not workload.cpu_offload_gib:
+        fitting = _offloaded(model, workload, constraints, evaluated, max_len, utilization)
     if not fitting:
         if not evaluated and precision_errors:
             raise precision_errors[0]
@@ -313,19 +350,25 @@ def plan_serving(
         seen.add(shape)
         if len(alternatives) == MAX_ALTERNATIVES:
             break
-        alternatives.append(
-            Alternative(
-                instance_type=candidate.instance.name,
-                gpu_name=candidate.instance.gpu.name,
-                tensor_parallel_size=candidate.tp,
-                pipeline_parallel_size=candidate.pp,
-                gpus_per_replica=candidate.gpus,
-                kv_cache_tokens=candidate.kv_tokens,
-                max_concurrency=round(mem.max_concurrency(candidate.blocks, max_len), 2),
-                cost_per_hour_usd=candidate.cost_per_replica,
-                stack_cost_per_hour_usd=candidate.stack_cost,
-            )
+        alternatives.append(_alternative(candidate, max_len))
+    if not best.cpu_offload_gib:
+        # Offload is never chosen over a layout that fits without it, but is shown when it saves hardware.
+        smaller = [
+            c
+            for c in _offloaded(model, workload, constraints, evaluated, max_len, utilization)
+            if c.gpus < best.gpus or c.pp < best.pp
+        ]
+        listed = _one_per_shape(smaller)[:MAX_OFFLOAD_ALTERNATIVES]
+        alternatives += [_alternative(c, max_len) for c in listed]
+        plan = _to_plan(
+            model, workload, constraints, catalog, best, max_len, utilization, tuple(alternatives)
         )
+        costs = tuple(
+            f"{c.instance.name} TP={c.tp} alternative, "
+            + offload.throughput_note(c.cpu_offload_bytes, c.memory.weights, c.instance.gpu)
+            for c in listed
+        )
+        return replace(plan, notes=plan.notes + costs)
     return _to_plan(model, workload, constraints, catalog, best, max_len, utilization, tuple(alternatives))
 
 
@@ -359,6 +402,58 @@ def _lora_bytes(
         max_lora_rank=mem.lora_rank_for(workload.lora.max_lora_rank),
         lora_bytes=precision.act_bytes,  # --lora-dtype auto: the model dtype
     )
+
+
+def _alternative(candidate: Candidate, max_len: int) -> Alternative:
+    return Alternative(
+        instance_type=candidate.instance.name,
+        gpu_name=candidate.instance.gpu.name,
+        tensor_parallel_size=candidate.tp,
+        pipeline_parallel_size=candidate.pp,
+        gpus_per_replica=candidate.gpus,
+        kv_cache_tokens=candidate.kv_tokens,
+        max_concurrency=round(mem.max_concurrency(candidate.blocks, max_len), 2),
+        cost_per_hour_usd=candidate.cost_per_replica,
+        stack_cost_per_hour_usd=candidate.stack_cost,
+        cpu_offload_gib=candidate.cpu_offload_gib,
+    )
+
+
+def _one_per_shape(candidates: list[Candidate]) -> list[Candidate]:
+    shapes: set[tuple[str, int, int]] = set()
+    kept = []
+    for candidate in candidates:
+        shape = (candidate.instance.gpu.name, candidate.tp, candidate.pp)
+        if shape not in shapes:
+            shapes.add(shape)
+            kept.append(candidate)
+    return kept
+
+
+def _offloaded(
+    model: ModelArchitecture,
+    workload: Workload,
+    constraints: Constraints,
+    evaluated: list[Candidate],
+    max_len: int,
+    utilization: float,
+) -> list[Candidate]:
+    """Single-node layouts that fit once the fewest whole GiB of weights per GPU move to host memory
+    (within what the node can pin), cheapest first."""
+    found = []
+    for candidate in evaluated:
+        if candidate.pp > 1 or candidate.fits:
+            continue
+        kv_needed = candidate.blocks_needed * vc.BLOCK_SIZE * candidate.kv_bytes_per_token
+        gib = offload.offload_needed_gib(candidate.memory.kv_cache, kv_needed)
+        offloading = replace(workload, cpu_offload_gib=float(gib))
+        retry = _evaluate(
+            model, offloading, constraints, candidate.instance, candidate.precision, candidate.tp, 1, max_len,
+            utilization,
+        )  # fmt: skip
+        if retry.fits:
+            found.append(retry)
+    return sorted(found, key=Candidate.rank_key)
 
 
 def estimated_load_s(candidate: Candidate) -> float:
@@ -422,6 +517,10 @@ def _to_plan(
             f"prices are {catalog.region} list prices; {constraints.region} prices differ: "
             f"python -m infra gpus refresh --region {constraints.region} re-reads the catalog for it"
         )
+    if best.cpu_offload_gib:
+        notes.append(offload.throughput_note(best.cpu_offload_bytes, best.memory.weights, best.instance.gpu))
+        if not workload.cpu_offload_gib:
+            notes.append("CPU offload was chosen because no layout of the allowed GPUs fits without it")
     return ServingPlan(
         model=model.model_id,
         params_billion=round(model.param_count / 1e9, 3),
@@ -457,6 +556,7 @@ def _to_plan(
         approximate=model.kv_is_approximate,
         notes=tuple(notes),
         alternatives=alternatives,
+        cpu_offload_gib=best.cpu_offload_gib,
     )
 
 

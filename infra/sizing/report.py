@@ -33,6 +33,7 @@ def summary_rows(plan: ServingPlan, vllm_args: Sequence[str] = ()) -> list[tuple
     when the caller built them: infra/vllm owns the command line, and sizing does not import it)."""
     gib = plan.memory_per_gpu.gib()
     quantization = plan.quantization or "none"
+    offloaded = f" (+ {plan.cpu_offload_gib:g} in host memory)" if plan.cpu_offload_gib else ""
     rows = [
         ("model", f"{plan.model} ({plan.params_billion:g}B parameters)"),
         ("precision", f"{plan.dtype}, quantization {quantization}, KV cache {plan.kv_cache_dtype}"),
@@ -51,7 +52,7 @@ def summary_rows(plan: ServingPlan, vllm_args: Sequence[str] = ()) -> list[tuple
         ),
         (
             "memory per GPU",
-            f"budget {gib['budget']} GiB = weights {gib['weights']} + activations {gib['activations']} + "
+            f"budget {gib['budget']} GiB = weights {gib['weights']}{offloaded} + activations {gib['activations']} + "
             f"CUDA graphs {gib['cuda_graphs']} + runtime {gib['other']} + KV cache {gib['kv_cache']}",
         ),
         (
@@ -81,12 +82,15 @@ def plan_tables(plan: ServingPlan, vllm_args: Sequence[str] = ()) -> list[Table]
     if plan.alternatives:
         replicas = f"{plan.priced_for_replicas} replica(s)"
         alternatives = Table(
-            title=f"Alternatives that also fit, cheapest for {replicas} first", title_justify="left"
+            title=f"Alternatives that also fit, cheapest for {replicas} first; "
+            "then CPU-offload layouts, far slower per token",
+            title_justify="left",
         )
         headers = (
             "instance",
             "GPUs",
             "TP x PP",
+            "CPU offload",
             "KV tokens",
             "max seqs",
             "$/h total",
@@ -97,6 +101,7 @@ def plan_tables(plan: ServingPlan, vllm_args: Sequence[str] = ()) -> list[Table]
                 alt.instance_type,
                 f"{alt.gpus_per_replica} x {alt.gpu_name}",
                 f"{alt.tensor_parallel_size} x {alt.pipeline_parallel_size}",
+                f"{alt.cpu_offload_gib:g} GiB/GPU" if alt.cpu_offload_gib else "-",
                 f"{alt.kv_cache_tokens:,}",
                 f"{alt.max_concurrency:g}",
                 _dollars(alt.stack_cost_per_hour_usd),

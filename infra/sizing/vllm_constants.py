@@ -53,3 +53,32 @@ WARM_ENGINE_START_S = 23 + 7 + 34
 COLD_ENGINE_START_S = 52 + 54 + 94
 # Assumption: S3 -> instance downloads reach half the instance's nominal network bandwidth.
 S3_NETWORK_EFFICIENCY = 0.5
+
+# CPU weight offload (`--cpu-offload-gb`, vLLM 0.33.0 vllm/model_executor/offloader/uva.py): the offloaded
+# parameters sit in pinned (page-locked) host memory and every forward pass reads them over PCIe in place.
+# They count against the serving pod's memory limit, which is this share of its GPUs' part of the node
+# (infra/kubernetes/vllm_workload.py requests it): the rest is Karpenter's VM overhead (7.5% of the nominal
+# size), EKS AL2023's kube-reserved (255 MiB + 11 MiB per pod), the eviction threshold and the daemons.
+POD_MEMORY_FRACTION = 0.8
+# /dev/shm the pod mounts per GPU (memory-backed: NCCL and the multiprocess executor write through it).
+SHM_BYTES_PER_GPU = 2 * GIB
+# ASSUMPTION: the resident memory of vLLM's own processes per GPU (API server, engine core, one worker
+# each holding torch, the CUDA context's host side, the tokenizer and small pinned staging buffers), and
+# the overshoot of the offloader, which stops at the first whole parameter past the limit (at most one
+# layer projection, under 0.5 GiB for models up to 70B at TP=1).
+VLLM_HOST_BYTES_PER_GPU = 4 * GIB
+# ASSUMPTION: pinned host-to-GPU bandwidth per GPU, about 80% of the PCIe x16 link as CUDA's
+# bandwidthTest reports it (Gen3 16, Gen4 32, Gen5 64 GB/s nominal). UVA reads inside the kernels
+# are no faster than a pinned copy, so a forward pass takes at least offloaded bytes / this.
+PCIE_GEN3_BYTES_PER_S = 12e9
+PCIE_GEN4_BYTES_PER_S = 25e9
+PCIE_GEN5_BYTES_PER_S = 50e9
+# The host link of each catalog GPU (NVIDIA datasheets); a GPU not listed is planned as Gen4.
+PCIE_BYTES_PER_S = {
+    "T4": PCIE_GEN3_BYTES_PER_S,
+    "H100": PCIE_GEN5_BYTES_PER_S,
+    "H200": PCIE_GEN5_BYTES_PER_S,
+    "B200": PCIE_GEN5_BYTES_PER_S,
+    "B300": PCIE_GEN5_BYTES_PER_S,
+    "RTX-PRO-6000": PCIE_GEN5_BYTES_PER_S,
+}

@@ -47,6 +47,8 @@ def plan_args(plan: ServingPlan) -> list[str]:
             "--max-lora-rank",
             str(plan.lora.max_lora_rank),
         ]
+    if plan.cpu_offload_gib:
+        args += ["--cpu-offload-gb", f"{plan.cpu_offload_gib:g}"]
     return args
 
 

@@ -57,7 +57,7 @@ PLANNED = {
     "dtype": "set dtype",
     "quantization": "set quantization",
     "kv_cache_dtype": "set kvCacheDtype",
-    "cpu_offload_gb": "the planner decides offload",
+    "cpu_offload_gb": "set cpuOffloadGb, and the planner checks the node's host memory holds it",
     "enable_lora": "list loraAdapters; the planner sizes their LoRA slots",
     "max_loras": "the planner gives every listed adapter (loraAdapters) a slot",
     "max_lora_rank": "the planner takes it from the adapters' adapter_config.json (loraAdapters)",

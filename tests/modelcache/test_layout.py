@@ -14,6 +14,7 @@ from infra.modelcache.layout import (
     local_manifest_path,
     local_model_dir,
     local_ref_path,
+    model_from_slug,
     model_slug,
     parse_s3_uri,
     plan_ranges,
@@ -72,6 +73,7 @@ def test_marker_and_manifest_are_outside_the_model_directory() -> None:
     [
         (f"cache/models/org--m/{COMMIT}", (S3Location("b-1", "cache"), "org/m", COMMIT)),
         (f"models/gpt2/{COMMIT}", (S3Location("b-1", ""), "gpt2", COMMIT)),
+        (f"c/models/modelscope--org--m/{COMMIT}", (S3Location("b-1", "c"), "modelscope://org/m", COMMIT)),
         ("cache", None),
         ("cache/models/org--m", None),
         ("cache/models/org--m/refs", None),
@@ -93,6 +95,10 @@ def test_split_entry_uri(prefix: str, expected: tuple[S3Location, str, str] | No
         ("org/..", False),
         ("", False),
         ("org/na me", False),
+        ("modelscope://Qwen/Qwen3-8B", True),
+        ("modelscope://gpt2", False),  # ModelScope ids always have an owner
+        ("modelscope://org--x/name", False),
+        ("modelscope:/org/name", False),
     ],
 )
 def test_validate_model_id(model: str, ok: bool) -> None:
@@ -180,9 +186,19 @@ def test_plan_ranges(size: int, chunk: int, ranges: list[tuple[int, int]]) -> No
     assert plan_ranges(size, chunk) == ranges
 
 
-def test_model_slug() -> None:
-    assert model_slug("Qwen/Qwen3-8B") == "Qwen--Qwen3-8B"
-    assert model_slug("gpt2") == "gpt2"
+@pytest.mark.parametrize(
+    ("model", "slug"),
+    [
+        ("Qwen/Qwen3-8B", "Qwen--Qwen3-8B"),
+        ("gpt2", "gpt2"),
+        # A Hub org may be called "modelscope": its slugs have two parts, ModelScope's always three.
+        ("modelscope/Qwen3-8B", "modelscope--Qwen3-8B"),
+        ("modelscope://Qwen/Qwen3-8B", "modelscope--Qwen--Qwen3-8B"),
+    ],
+)
+def test_model_slug_round_trips(model: str, slug: str) -> None:
+    assert model_slug(model) == slug
+    assert model_from_slug(slug) == model
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,7 @@ def test_tool_dependencies_come_from_requirements_txt_and_exclude_pulumi() -> No
     lines = (REPO_ROOT / "requirements.txt").read_text().splitlines()
     picked = [line for line in lines if re.match(pattern, line)]
     assert {line.split("==")[0] for line in picked} == {
-        "boto3", "botocore", "awscrt", "s3transfer", "huggingface_hub", "typer", "rich",
+        "boto3", "botocore", "awscrt", "s3transfer", "huggingface_hub", "modelscope-hub", "typer", "rich",
     }  # fmt: skip
     assert not any("pulumi" in line for line in picked)
 

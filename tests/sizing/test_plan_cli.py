@@ -94,6 +94,7 @@ def test_config_file_and_repeated_gpu_options(tmp_path: Path) -> None:
         (("Qwen/Qwen3-8B", "--tensor-parallel-size", "3"), "tensor_parallel_size"),
         (("Qwen/Qwen3-8B", "--gpu", "Voodoo5"), "unknown GPU"),
         (("Qwen/Qwen3-8B", "--config", "/nonexistent/config.json"), "does not exist"),
+        (("Qwen/Qwen3-8B", "--cpu-offload-gb", "-2"), "cpu_offload_gib: must be 0 (no offload)"),
     ],
 )
 def test_bad_input_exits_2_with_one_clear_message(args: tuple[str, ...], message: str) -> None:
@@ -108,3 +109,16 @@ def test_malformed_config_json_exits_2(tmp_path: Path) -> None:
     path.write_text("{ nope")
     result = run_plan("x/y", "--config", str(path))
     assert result.returncode == 2 and "not valid JSON" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cpu_offload_alternative_and_plan() -> None:
+    """The issue's case: Qwen3-14B in bf16 on g6.4xlarge (one L4, 64 GiB of host memory)."""
+    table = run_plan("Qwen/Qwen3-14B", "--instance-type", "g6.4xlarge")
+    assert table.returncode == 0, table.stderr
+    assert "CPU offload" in table.stdout and "16 GiB/GPU" in table.stdout
+    result = run_plan("Qwen/Qwen3-14B", "--instance-type", "g6.4xlarge", "--cpu-offload-gb", "16", "--json")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["cpu_offload_gib"] == 16 and plan["nodes_per_replica"] == 1
+    assert plan["vllm_args"][-2:] == ["--cpu-offload-gb", "16"]
+    assert any("PCIe" in note for note in plan["notes"])
