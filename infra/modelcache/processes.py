@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import resource
 import signal
 import sys
 import threading
@@ -33,6 +34,19 @@ _PR_SET_PDEATHSIG = 1
 
 def forking_supported() -> bool:
     return sys.platform == "linux"
+
+
+def room_for_open_files(needed: int) -> bool:
+    """Whether this process may hold `needed` more descriptors, raising its soft limit up to the hard
+    one if that is what it takes (1024 soft is common; a pull holds two per file it downloads)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = needed + 64  # stdio, sockets, pipes, the lock file
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return True
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        return False
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return True
 
 
 class WorkerDiedError(UserError):

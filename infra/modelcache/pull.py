@@ -51,7 +51,7 @@ from infra.modelcache.manifest import (
     crc64nvme_text,
     parse_manifest,
 )
-from infra.modelcache.processes import forking_supported, run_in_processes
+from infra.modelcache.processes import forking_supported, room_for_open_files, run_in_processes
 from infra.modelcache.progress import ProgressReporter
 from infra.modelcache.transfer import (
     RETRYABLE_STREAM_ERRORS,
@@ -265,12 +265,14 @@ class _Downloader:
 
     def _in_processes(self, jobs: list[_FileJob], tasks: int) -> bool:
         """Fan out over processes where fork works and every file carries a CRC (the ranges' CRCs travel
-        to the parent, which combines them); an entry pushed before CRCs is read back here, in threads."""
+        to the parent, which combines them); an entry pushed before CRCs is read back here, in threads.
+        The parent opens every file before the fork, two descriptors each: there must be room for them."""
         return (
             self.settings.processes > 1
             and tasks > 1
             and forking_supported()
             and all(job.spec.crc64nvme is not None for job in jobs)
+            and room_for_open_files(2 * len(jobs))
         )
 
     def _run_in_threads(self, tasks: list[tuple[_FileJob, int]]) -> None:

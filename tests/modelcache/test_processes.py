@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -14,7 +15,12 @@ from pathlib import Path
 import pytest
 
 from infra.errors import UserError
-from infra.modelcache.processes import WorkerDiedError, forking_supported, run_in_processes
+from infra.modelcache.processes import (
+    WorkerDiedError,
+    forking_supported,
+    room_for_open_files,
+    run_in_processes,
+)
 from tests.conftest import REPO_ROOT, stop_process
 
 pytestmark = pytest.mark.skipif(not forking_supported(), reason="worker processes are Linux-only")
@@ -121,3 +127,18 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+def test_room_for_open_files_raises_the_soft_limit_up_to_the_hard_one() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        if hard == resource.RLIM_INFINITY or hard < 300:
+            pytest.skip(f"needs a finite hard limit on open files of at least 300, this one is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, hard))
+        assert room_for_open_files(100)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 200, "enough already: left as it was"
+        assert room_for_open_files(200)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 264
+        assert not room_for_open_files(hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
