@@ -291,14 +291,14 @@ def measure_ceiling(
     )
 
 
-def tool_defaults() -> tuple[int, int]:
-    """(concurrency, chunk MiB) that `cache pull` uses without flags on this machine. Imported here, in the
-    parent only: the child workers of this file must not pay for importing botocore."""
+def tool_defaults() -> tuple[int, int, int]:
+    """(concurrency, chunk MiB, processes) that `cache pull` uses without flags on this machine. Imported
+    here, in the parent only: the child workers of this file must not pay for importing botocore."""
     sys.path.insert(0, str(REPO_ROOT))
     from infra.modelcache.transfer import TransferSettings
 
     defaults = TransferSettings()
-    return defaults.concurrency, defaults.chunk_size // MiB
+    return defaults.concurrency, defaults.chunk_size // MiB, defaults.processes
 
 
 def measure_ours(endpoint: str, entry_uri: str, dest: Path, total: int, setting: tuple[int, int] | None,
@@ -316,7 +316,7 @@ def measure_ours(endpoint: str, entry_uri: str, dest: Path, total: int, setting:
         str(fresh(dest)),
     ]
     if setting is None:
-        settings = f"defaults (concurrency {default[0]}, {default[1]} MiB chunks)"
+        settings = f"defaults (concurrency {default[0]} in {default[2]} processes, {default[1]} MiB chunks)"
     else:
         command += ["--concurrency", str(setting[0]), "--chunk-size-mib", str(setting[1])]
         settings = f"concurrency {setting[0]}, {setting[1]} MiB chunks"

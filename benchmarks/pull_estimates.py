@@ -7,9 +7,9 @@ that instance's network bandwidth from the GPU catalog and the planner's own ass
 reach S3_NETWORK_EFFICIENCY of it, and prints a Markdown table:
 
 - link: the checkpoint over the instance's share of the network, the bound for any downloader;
-- ours: the slowest of link, CPU (all vCPUs at --cpu-s-per-gib), one process's serial Python share
-  (--serial-s-per-gib: user time that holds the GIL), and the connections (default concurrency x ~90 MB/s
-  per S3 connection, AWS's published per-connection figure);
+- ours: the slowest of link, CPU (all vCPUs at --cpu-s-per-gib), the serial Python share
+  (--serial-s-per-gib: time that holds the GIL, divided over the default worker processes), and the
+  connections (default concurrency x ~90 MB/s per S3 connection, AWS's published per-connection figure);
 - runai_streamer: one pass over the link (no hash, no local copy), and with TP ranks each reading every
   file, as vLLM's default loader does, TP passes. Its CPU per GiB is not measured here (no GPU).
 The inputs are measured in benchmarks/modelcache_pull.py; the outputs are estimates, not measurements.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infra.modelcache.transfer import default_concurrency
+from infra.modelcache.transfer import default_concurrency, default_processes
 from infra.sizing import vllm_constants as vc
 from infra.sizing.gpus import load_catalog
 from infra.sizing.models import load_model
@@ -63,7 +63,7 @@ def main() -> None:
         bounds = {
             "link": link,
             "CPU": gib * args.cpu_s_per_gib / instance.vcpus,
-            "GIL": gib * args.serial_s_per_gib,
+            "GIL": gib * args.serial_s_per_gib / default_processes(instance.vcpus),
             "connections": size / (concurrency * S3_BYTES_PER_S_PER_CONNECTION),
         }
         bound = max(bounds, key=lambda k: bounds[k])

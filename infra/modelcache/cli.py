@@ -1,12 +1,13 @@
 """`python -m infra cache ...` (and `python -m infra.modelcache ...` in the serving image, no Pulumi needed).
 
 Errors a user can fix are raised as UserError and printed by the caller's main() as one line, exit 2.
-`push` and `compile-cache` import their modules (huggingface_hub, s3transfer, tarfile) when they run:
-`pull` starts every serving pod, and those imports would add ~0.5 CPU s to it for nothing.
+`push`, `verify`, `ls` and `compile-cache` import their modules (huggingface_hub, s3transfer, tarfile)
+when they run: `pull` starts every serving pod, and those imports would add ~0.5 CPU s to it for nothing.
 """
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -18,7 +19,6 @@ from infra.errors import UserError
 from infra.modelcache.layout import LocalLayout, parse_s3_uri
 from infra.modelcache.pull import pull, resolve_entry
 from infra.modelcache.transfer import MiB, RetryMode, TransferSettings, make_s3_client, s3_errors
-from infra.modelcache.verify import list_entries, verify_local, verify_remote
 from infra.versions import VLLM_VERSION
 
 cache_app = typer.Typer(
@@ -55,6 +55,7 @@ def _settings(
     retry_mode: str,
     fsync: bool = True,
     direct_io: bool = True,
+    processes: int = _defaults.processes,
 ) -> TransferSettings:
     if retry_mode not in ("standard", "adaptive"):
         raise UserError("must be 'standard' or 'adaptive'", key="--retry-mode")
@@ -66,6 +67,7 @@ def _settings(
         retry_mode=mode,
         fsync=fsync,
         direct_io=direct_io,
+        processes=processes,
     )
 
 
@@ -155,6 +157,9 @@ def pull_command(
     direct_io: Annotated[
         bool, typer.Option(help="Write with O_DIRECT where the filesystem allows (no page-cache copy).")
     ] = True,
+    processes: Annotated[
+        int, typer.Option(help="Worker processes the connections are spread over (one GIL each; Linux).")
+    ] = _defaults.processes,
     endpoint_url: EndpointUrl = None,
 ) -> None:
     """Pull a complete entry: parallel ranged GETs, sha256-verified, atomic renames, resumable.
@@ -162,8 +167,9 @@ def pull_command(
     Prints the model directory on stdout (for `vllm serve "$(... pull ...)"`); progress goes to stderr.
     """
     location = parse_s3_uri(source, key="--from")
-    settings = _settings(concurrency, chunk_size_mib, max_attempts, retry_mode, fsync, direct_io)
+    settings = _settings(concurrency, chunk_size_mib, max_attempts, retry_mode, fsync, direct_io, processes)
     client = make_s3_client(settings, endpoint_url)
+    gc.freeze()  # botocore's service model lives as long as the pull: keep the collector off it
     with s3_errors(f"pull {location.uri}"):
         entry = resolve_entry(client, location, model, revision)
         result = pull(client, entry, to, layout=layout, revision=revision, settings=settings)
@@ -187,6 +193,8 @@ def verify_command(
     endpoint_url: EndpointUrl = None,
 ) -> None:
     """Check an entry in S3 (marker, manifest, sizes; --deep: hashes) or a local pull (hashes)."""
+    from infra.modelcache.verify import verify_local, verify_remote
+
     if (source is None) == (local is None):
         raise UserError("give exactly one of --from s3://... or --local DIR", key="--from")
     if local is not None:
@@ -216,6 +224,8 @@ def ls_command(
     endpoint_url: EndpointUrl = None,
 ) -> None:
     """List the entries under a cache root: model, commit, complete or not, size, refs."""
+    from infra.modelcache.verify import list_entries
+
     location = parse_s3_uri(root, key="root")
     with s3_errors(f"ls {location.uri}"):
         entries = list_entries(make_s3_client(TransferSettings(), endpoint_url), location)
@@ -287,6 +297,8 @@ def compile_pull_command(
 
 def main() -> None:
     """`python -m infra.modelcache`: the same commands, for the serving image (no Pulumi installed)."""
+    gc.freeze()  # what the imports allocated stays for the whole run: never walk it (see __main__.py)
+    gc.enable()
     try:
         cache_app(prog_name="python -m infra.modelcache")
     except UserError as error:

@@ -42,10 +42,17 @@ def default_concurrency(cpus: int | None = None) -> int:
     """Parallel ranged GETs: 8 per CPU, at least 16, at most 64.
 
     Real S3 delivers ~90 MB/s per connection, so throughput comes from connections in flight; a
-    connection waiting on the disk or the GIL costs nothing but a socket (ranges stream through a 1 MiB
+    connection waiting on the disk or the GIL costs nothing but a socket (ranges stream through a 4 MiB
     buffer). On the 2-vCPU benchmark machine 16 beat 8 and 4 (docs/benchmarks.md); 64 carry ~45 Gb/s.
     """
     return min(64, max(16, 8 * (cpus if cpus is not None else os.cpu_count() or 1)))
+
+
+def default_processes(cpus: int | None = None) -> int:
+    """Pull worker processes: one per CPU, at least 2, at most 8 (each with concurrency/processes
+    connections). Two beat one on the 2-vCPU benchmark machine (docs/benchmarks.md); on a GPU node's
+    many cores more processes keep more GILs busy."""
+    return min(8, max(2, cpus if cpus is not None else os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,8 @@ class TransferSettings:
     # Pull writes with O_DIRECT where the filesystem allows: no page-cache copy (the largest CPU cost of
     # a pull on the benchmark), no dirty pages charged to the pod's memory limit, little left for fsync.
     direct_io: bool = True
+    # Pull: the connections are spread over this many forked worker processes, one GIL each (Linux).
+    processes: int = field(default_factory=default_processes)
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 256:
@@ -72,6 +81,8 @@ class TransferSettings:
             raise UserError("must be between 1 and 512 MiB", key="--chunk-size-mib")
         if not 1 <= self.max_attempts <= 50:
             raise UserError("must be between 1 and 50", key="--max-attempts")
+        if not 1 <= self.processes <= 64:
+            raise UserError("must be between 1 and 64", key="--processes")
 
 
 def client_config(settings: TransferSettings, *, path_style: bool) -> Config:

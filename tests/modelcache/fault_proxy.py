@@ -1,10 +1,12 @@
 """A fault-injecting HTTP proxy in front of an S3 server, for tests. Run as a process on 127.0.0.1:
 
     python tests/modelcache/fault_proxy.py --upstream http://127.0.0.1:MOTO --port P \
-        [--slowdown-first N] [--drop-first M] [--delay-ms D]
+        [--slowdown-first N] [--drop-first M] [--delay-ms D] [--hold-path TEXT]
 
 Only ranged GETs (a pull's chunk requests) are faulted: the first N get a real S3 `503 SlowDown` error,
-the next M are cut off halfway through the body (a dropped connection), every one waits D ms first.
+the next M are cut off halfway through the body (a dropped connection), every one waits D ms first,
+and those whose path contains TEXT never get an answer (a transfer that is still running, however
+slowly the machine runs the test).
 `GET /__fault_stats` returns the counts as JSON. Exits by itself after --max-seconds.
 """
 
@@ -35,7 +37,7 @@ _HOP_BY_HOP = {
 
 
 def make_handler(
-    upstream: str, slowdown_first: int, drop_first: int, delay_s: float
+    upstream: str, slowdown_first: int, drop_first: int, delay_s: float, hold_path: str | None = None
 ) -> type[BaseHTTPRequestHandler]:
     target = urlsplit(upstream)
     lock = threading.Lock()
@@ -75,6 +77,8 @@ def make_handler(
             fault = self._fault()
             if delay_s and "Range" in self.headers:
                 time.sleep(delay_s)
+            if hold_path and hold_path in self.path and "Range" in self.headers:
+                threading.Event().wait()  # until the proxy is stopped
             if fault == "slowdown":
                 self.send_response(503)
                 self.send_header("Content-Type", "application/xml")
@@ -119,9 +123,12 @@ def main() -> None:
     parser.add_argument("--slowdown-first", type=int, default=0)
     parser.add_argument("--drop-first", type=int, default=0)
     parser.add_argument("--delay-ms", type=float, default=0)
+    parser.add_argument("--hold-path", help="never answer ranged GETs of paths containing this")
     parser.add_argument("--max-seconds", type=float, default=300)
     args = parser.parse_args()
-    handler = make_handler(args.upstream, args.slowdown_first, args.drop_first, args.delay_ms / 1000)
+    handler = make_handler(
+        args.upstream, args.slowdown_first, args.drop_first, args.delay_ms / 1000, args.hold_path
+    )
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
     server.daemon_threads = True
     threading.Timer(args.max_seconds, server.shutdown).start()

@@ -49,6 +49,27 @@ def _no_temp_files(root: Path) -> bool:
     return not any(p.name.endswith(TEMP_SUFFIX) for p in root.rglob("*"))
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state first), or None if there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def _children_of(pid: int) -> list[int]:
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and (stat := _proc_stat(int(entry.name))) and int(stat[1]) == pid
+    ]
+
+
+def _is_running(pid: int) -> bool:
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] != "Z"  # a zombie has exited and waits to be reaped
+
+
 def test_push_from_hub_keys_the_entry_by_resolved_commit(
     pushed_model: PushedModel, moto_endpoint: str
 ) -> None:
@@ -149,12 +170,15 @@ def test_hf_cache_layout_loads_offline(pushed_model: PushedModel, moto_endpoint:
 def test_interrupted_pull_resumes_without_refetching_finished_files(
     pushed_model: PushedModel, moto_endpoint: str, tmp_path: Path
 ) -> None:
-    """SIGKILL the pull after the first file landed; the rerun completes and keeps finished files as they are."""
+    """SIGKILL the pull after the first file landed; the rerun completes and keeps finished files as they are.
+
+    The proxy never answers the last shard's ranges, so however slowly a loaded machine runs this test,
+    the kill lands mid-transfer; the pull's worker processes die with it."""
+    shards = sorted(p.name for p in pushed_model.source.glob("*.safetensors"))
     proxy = start_script(
-        "fault_proxy.py", "--upstream", moto_endpoint, "--delay-ms", "40", "--max-seconds", "120"
+        "fault_proxy.py", "--upstream", moto_endpoint, "--hold-path", shards[-1], "--max-seconds", "300"
     )
     dest = tmp_path / "model"
-    shards = sorted(p.name for p in pushed_model.source.glob("*.safetensors"))
     try:
         process = subprocess.Popen(
             [sys.executable, "-m", "infra", "cache", "pull", "--from", pushed_model.entry_uri, "--to", str(dest),
@@ -162,17 +186,22 @@ def test_interrupted_pull_resumes_without_refetching_finished_files(
             cwd=REPO_ROOT, env=fake_aws_env(proxy.url), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 180
             while not (dest / shards[0]).exists():
                 assert process.poll() is None, "pull ended before it could be interrupted"
-                assert time.monotonic() < deadline, "no file landed within 60 s"
+                assert time.monotonic() < deadline, "no file landed within 180 s"
                 time.sleep(0.02)
+            workers = _children_of(process.pid)
             os.kill(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
         finally:
             stop_process(process)
     finally:
         stop_process(proxy.process)
+    deadline = time.monotonic() + 30
+    while alive := [pid for pid in workers if _is_running(pid)]:
+        assert time.monotonic() < deadline, f"pull workers {alive} outlived the killed pull"
+        time.sleep(0.05)
 
     finished = {p.name: p.stat() for p in dest.glob("*.safetensors")}
     complete_before = [
@@ -379,7 +408,8 @@ def test_pull_reuses_connections(
         original(self)
 
     monkeypatch.setattr(urllib3.connection.HTTPConnection, "connect", counting_connect)
-    settings = TransferSettings(concurrency=2, chunk_size=1024 * 1024, fsync=False)
+    # One process, so the counting above sees every connection (worker processes read the same way).
+    settings = TransferSettings(concurrency=2, chunk_size=1024 * 1024, fsync=False, processes=1)
     from infra.modelcache.layout import CacheEntry
 
     # moto's server closes every connection (HTTP/1.0); the proxy speaks HTTP/1.1 keep-alive like S3.
@@ -469,7 +499,9 @@ def test_disk_filling_up_mid_pull_is_one_clear_error_and_leaves_nothing(
         return real_pwrite(fd, data, offset)
 
     monkeypatch.setattr(pull_module.os, "pwrite", pwrite_until_full)
-    settings = TransferSettings(concurrency=2, chunk_size=1024 * 1024, fsync=False)
+    # One process: the fake disk above lives in this process's memory (test_processes.py covers errors
+    # raised in worker processes).
+    settings = TransferSettings(concurrency=2, chunk_size=1024 * 1024, fsync=False, processes=1)
     dest = tmp_path / "m"
     with pytest.raises(UserError, match="the disk is full"), s3_errors("pull"):
         pull(make_s3_client(settings, moto_endpoint), CacheEntry(*location), dest, settings=settings)
@@ -538,7 +570,8 @@ def test_pull_writes_aligned_pieces_with_o_direct(
     entry_uri = push_small("direct")
     location = split_entry_uri(S3Location(BUCKET, entry_uri.removeprefix(f"s3://{BUCKET}/")))
     assert location is not None
-    settings = TransferSettings(concurrency=2, chunk_size=1024 * 1024)
+    # One process, so the recording above sees the writes (worker processes run the same _write_at).
+    settings = TransferSettings(concurrency=2, chunk_size=1024 * 1024, processes=1)
     dest = tmp_path / "m"
     pull(make_s3_client(settings, moto_endpoint), CacheEntry(*location), dest, settings=settings)
     assert tree_digest(dest) == tree_digest(small_model)
