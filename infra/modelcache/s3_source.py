@@ -50,6 +50,11 @@ def source_model_id(location: S3Location) -> str:
     return f"{MODEL_ORG}/{slug[:_SLUG_ROOM].strip('-')}-{digest}"
 
 
+def cache_model_id(source: str) -> str:
+    """The model id a source is cached under: a Hub id as is, an S3 folder's `source_model_id`."""
+    return source_model_id(parse_s3_source(source, key="source")) if is_s3_source(source) else source
+
+
 @dataclass(frozen=True)
 class SourceObject:
     path: str  # relative to the folder
@@ -153,3 +158,45 @@ def _error_code(error: BaseException) -> str:
 def read_source_file(client: Any, location: S3Location, name: str) -> bytes:
     """One object of the folder (adapter_config.json at plan time)."""
     return client.get_object(Bucket=location.bucket, Key=location.key(name))["Body"].read()
+
+
+def source_client(region: str | None) -> Any:
+    """An S3 client in `region` (the stack's) for plan-time reads; AWS_ENDPOINT_URL_S3 points it at a
+    stand-in, as for the cache tool."""
+    import botocore.session
+
+    from infra.modelcache.transfer import TransferSettings, client_config, endpoint_url_from_env
+
+    endpoint = endpoint_url_from_env()
+    return botocore.session.get_session().create_client(
+        "s3",
+        region_name=region,
+        endpoint_url=endpoint,
+        config=client_config(TransferSettings(max_attempts=3), path_style=endpoint is not None),
+    )
+
+
+def read_source_json(source: str, name: str, *, region: str | None, key: str) -> bytes:
+    """One file of an S3 folder, or a one-line UserError naming `key` (missing object, no credentials, no
+    access, S3 unreachable)."""
+    from botocore.exceptions import ClientError
+
+    from infra.modelcache.transfer import is_not_found, s3_errors
+
+    location = parse_s3_source(source, key=key)
+    uri = f"{location.uri}/{name}"
+    try:
+        with s3_errors(f"reading {uri}"):
+            try:
+                return read_source_file(source_client(region), location, name)
+            except ClientError as error:
+                if is_not_found(error):
+                    raise UserError(
+                        f"{uri} does not exist: a LoRA adapter folder holds {name}", key=key
+                    ) from None
+                raise
+    except UserError as error:
+        if error.key == key:
+            raise
+        message = str(error).removeprefix(f"{error.key}: ") if error.key else str(error)
+        raise UserError(message if uri in message else f"{uri}: {message}", key=key) from None
