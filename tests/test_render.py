@@ -810,6 +810,17 @@ TWO_ADAPTERS = {
 }
 
 
+def validate_every_manifest(out: Path) -> None:
+    """Every rendered object: its CRD's schema, or Kubernetes' own strictly for each allowed version."""
+    for manifest_path in out.rglob("*.yaml"):
+        manifest = yaml.safe_load(manifest_path.read_text())
+        if is_custom_resource(manifest):
+            validate_custom_resource(manifest)
+            continue
+        for version in KUBERNETES_VERSIONS:
+            kubernetes_validate.validate(manifest, version, strict=True)
+
+
 def test_a_revision_with_two_adapters_fills_pulls_and_serves_them(
     stacks_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -867,13 +878,7 @@ def test_a_revision_with_two_adapters_fills_pulls_and_serves_them(
         ]
         assert token["valueFrom"]["secretKeyRef"]["key"] == "token"
     assert result.outputs["servedModels"]["stable"]["loraAdapters"] == ["sql", "chat-de"]
-    for manifest_path in out.rglob("*.yaml"):
-        manifest = yaml.safe_load(manifest_path.read_text())
-        if is_custom_resource(manifest):
-            validate_custom_resource(manifest)
-            continue
-        for version in KUBERNETES_VERSIONS:
-            kubernetes_validate.validate(manifest, version, strict=True)
+    validate_every_manifest(out)
 
 
 def test_an_adapter_the_planner_cannot_read_fails_naming_its_key(
@@ -1057,10 +1062,4 @@ def test_an_s3_adapter_renders_its_fill_pull_and_the_writers_read_grant(
         ["arn:aws:s3:::render-adapters/qwen3/sql/*"],
     ]
     assert result.outputs["servedModels"]["primary"]["loraAdapters"] == ["sql"]
-    for manifest_path in out.rglob("*.yaml"):
-        manifest = yaml.safe_load(manifest_path.read_text())
-        if is_custom_resource(manifest):
-            validate_custom_resource(manifest)
-            continue
-        for version in KUBERNETES_VERSIONS:
-            kubernetes_validate.validate(manifest, version, strict=True)
+    validate_every_manifest(out)
