@@ -7,7 +7,10 @@ follows the policies Karpenter's own v1.14 getting-started template grants, and 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+from infra.modelcache.layout import parse_s3_uri
 
 Document = dict[str, Any]
 VERSION = "2012-10-17"
@@ -142,6 +145,40 @@ def model_cache_write_policy(
     if kms_key_arn:
         # Multipart uploads to an SSE-KMS bucket decrypt the data key of earlier parts, too.
         statements.append(_cache_key_statement(kms_key_arn, ["kms:GenerateDataKey", "kms:Decrypt"], region))
+    return {"Version": VERSION, "Statement": statements}
+
+
+def source_folders_read_policy(folders: Sequence[str], region: str | None = None) -> Document:
+    """What the fill Job's `push s3://BUCKET/PREFIX` needs of the folders it copies (LoRA adapters kept in
+    other buckets): list each folder and get its objects, nothing else. A folder encrypted with SSE-KMS
+    also needs kms:Decrypt on its key, which the key's owner grants (the README says so)."""
+    if not folders:
+        raise ValueError("name at least one s3://BUCKET/PREFIX folder")
+    arn = f"arn:{partition(region or '')}:s3:::"
+    prefixes: dict[str, list[str]] = {}
+    for uri in folders:
+        location = parse_s3_uri(uri, key="source")
+        if not location.prefix:
+            raise ValueError(f"{uri} is a whole bucket, not a folder")
+        prefixes.setdefault(location.bucket, []).append(location.prefix)
+    statements: list[Document] = [
+        {
+            "Sid": f"ListSource{index}",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": f"{arn}{bucket}",
+            "Condition": {"StringLike": {"s3:prefix": sorted({f"{p}/*" for p in bucket_prefixes})}},
+        }
+        for index, (bucket, bucket_prefixes) in enumerate(sorted(prefixes.items()))
+    ]
+    statements.append(
+        {
+            "Sid": "ReadSources",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": sorted({f"{arn}{bucket}/{p}/*" for bucket, ps in prefixes.items() for p in ps}),
+        }
+    )
     return {"Version": VERSION, "Statement": statements}
 
 

@@ -29,6 +29,7 @@ from infra.kubernetes.endpoint import IDLE_TIMEOUT_S, Backend
 from infra.kubernetes.model_cache import LoadMode
 from infra.kubernetes.serving_cache import RevisionCache
 from infra.kubernetes.vllm_workload import LWS_API, SURGE, InstanceShape, workload_name
+from infra.modelcache.s3_source import is_s3_source
 from infra.observability.dashboards import CapacityPlan
 from infra.observability.manifests import Autoscaling, PoolShape, ScaleTarget
 from infra.sizing.adapters import AdapterRef, lora_slots
@@ -94,10 +95,16 @@ def planner_inputs(settings: StackSettings, revision: Revision) -> tuple[Workloa
     return workload, constraints
 
 
-def adapter_refs(revision: Revision) -> list[AdapterRef]:
-    """Where the planner reads each of the revision's adapters, and the key an error about it names."""
+def adapter_refs(revision: Revision, region: str | None = None) -> list[AdapterRef]:
+    """Where the planner reads each of the revision's adapters (an s3:// one in the stack's region), and
+    the key an error about it names."""
     return [
-        AdapterRef(adapter.source, adapter.revision, key=f"{revision.key('loraAdapters')}[{index}].source")
+        AdapterRef(
+            adapter.source,
+            adapter.revision,
+            key=f"{revision.key('loraAdapters')}[{index}].source",
+            region=region,
+        )
         for index, adapter in enumerate(revision.lora_adapters)
     ]
 
@@ -135,7 +142,7 @@ def build_plan(settings: StackSettings, revision: Revision) -> ServingPlan:
     try:
         model = load_model(revision.model, revision=revision.model_revision)
         workload, constraints = planner_inputs(settings, revision)
-        workload = replace(workload, lora=lora_slots(adapter_refs(revision)))
+        workload = replace(workload, lora=lora_slots(adapter_refs(revision, settings.region)))
         return plan_serving(model, workload, constraints)
     except UserError as error:
         raise as_config_error(error, revision) from None
@@ -334,8 +341,15 @@ def model_cache_args(
         region=settings.region,
         encryption=BucketEncryption(settings.model_cache.encryption),
         kms_key_arn=settings.model_cache.kms_key_arn,
+        source_folders=s3_adapter_sources(settings),
         tags=settings.tags,
     )
+
+
+def s3_adapter_sources(settings: StackSettings) -> tuple[str, ...]:
+    """Every s3:// adapter folder of any revision, once: what the cache's writer may read."""
+    sources = (a.source for r in settings.revisions for a in r.lora_adapters)
+    return tuple(dict.fromkeys(s for s in sources if is_s3_source(s)))
 
 
 def instance_shape(plan: ServingPlan) -> InstanceShape:

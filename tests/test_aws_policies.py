@@ -185,3 +185,32 @@ def test_ecr_lifecycle_keeps_the_newest_images() -> None:
     assert rule["action"] == {"type": "expire"}
     with pytest.raises(ValueError):
         aws_policies.ecr_keep_last_images_policy(0)
+
+
+def test_the_writer_reads_only_the_adapter_folders_it_copies() -> None:
+    """`push s3://BUCKET/PREFIX` lists the folder and gets its objects; the grant is exactly that, per
+    folder (ListBucket only below each prefix, GetObject only under it), in the region's partition."""
+    folders = ["s3://team-adapters/qwen3/sql", "s3://team-adapters/qwen3/de/", "s3://other-bucket/a/b"]
+    policy = aws_policies.source_folders_read_policy(folders, "cn-north-1")
+    by_sid = {s["Sid"]: s for s in statements(policy)}
+    assert {a for s in by_sid.values() for a in s["Action"]} == {"s3:ListBucket", "s3:GetObject"}
+    assert by_sid["ListSource0"]["Resource"] == "arn:aws-cn:s3:::other-bucket"
+    assert by_sid["ListSource0"]["Condition"] == {"StringLike": {"s3:prefix": ["a/b/*"]}}
+    assert by_sid["ListSource1"]["Resource"] == "arn:aws-cn:s3:::team-adapters"
+    assert by_sid["ListSource1"]["Condition"] == {"StringLike": {"s3:prefix": ["qwen3/de/*", "qwen3/sql/*"]}}
+    get = by_sid["ReadSources"]["Resource"]
+    assert get == [
+        "arn:aws-cn:s3:::other-bucket/a/b/*",
+        "arn:aws-cn:s3:::team-adapters/qwen3/de/*",
+        "arn:aws-cn:s3:::team-adapters/qwen3/sql/*",
+    ]
+    # what push reads matches; a sibling folder that shares the name's start does not
+    assert fnmatch.fnmatchcase("arn:aws-cn:s3:::team-adapters/qwen3/sql/adapter_config.json", get[2])
+    assert not any(fnmatch.fnmatchcase("arn:aws-cn:s3:::team-adapters/qwen3/sql-v2/x", g) for g in get)
+    assert fnmatch.fnmatchcase("qwen3/sql/", by_sid["ListSource1"]["Condition"]["StringLike"]["s3:prefix"][1])
+    assert aws_policies.source_folders_read_policy(folders[:1])["Statement"][0]["Resource"].startswith(
+        "arn:aws:s3:::"
+    )
+    for bad in ([], ["s3://team-adapters"]):
+        with pytest.raises(ValueError):
+            aws_policies.source_folders_read_policy(bad)

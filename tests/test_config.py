@@ -381,8 +381,16 @@ def test_invalid_revisions_fail_naming_the_key(revisions: Any, expected: str) ->
     [
         ([{"name": "sql lora", "source": "o/x"}], "loraAdapters[0].name: 'sql lora' is not an adapter name"),
         (
-            [{"name": "sql", "source": "s3://bucket/sql"}],
-            "loraAdapters[0].source: 's3://bucket/sql' is not a Hugging",
+            [{"name": "sql", "source": "./sql"}],
+            "loraAdapters[0].source: './sql' is neither a Hugging Face repo id (org/name) nor an S3 folder",
+        ),
+        (
+            [{"name": "sql", "source": "s3://bucket"}],
+            "loraAdapters[0].source: 's3://bucket' names a whole bucket; give the adapter's folder",
+        ),
+        (
+            [{"name": "sql", "source": "s3://Bucket_1/sql"}],
+            "loraAdapters[0].source: 'Bucket_1' in 's3://Bucket_1/sql' is not a valid S3 bucket name",
         ),
         (
             [{"name": "sql", "source": "o/x", "revision": "a..b"}],
@@ -402,6 +410,7 @@ def test_adapters_are_inherited_and_a_revision_without_traffic_may_serve_others(
     adapters = [
         {"name": "sql", "source": "org/sql-lora"},
         {"name": "de", "source": "org/de", "revision": "v2"},
+        {"name": "s3", "source": "s3://team-adapters/qwen3/s3-lora/"},
     ]
     stable, shadow = settings(
         loraAdapters=adapters,
@@ -410,6 +419,7 @@ def test_adapters_are_inherited_and_a_revision_without_traffic_may_serve_others(
     assert [(a.name, a.source, a.revision) for a in stable.lora_adapters] == [
         ("sql", "org/sql-lora", "main"),
         ("de", "org/de", "v2"),
+        ("s3", "s3://team-adapters/qwen3/s3-lora/", "main"),
     ]
     assert shadow.lora_adapters == ()
 

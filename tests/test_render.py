@@ -810,6 +810,17 @@ TWO_ADAPTERS = {
 }
 
 
+def validate_every_manifest(out: Path) -> None:
+    """Every rendered object: its CRD's schema, or Kubernetes' own strictly for each allowed version."""
+    for manifest_path in out.rglob("*.yaml"):
+        manifest = yaml.safe_load(manifest_path.read_text())
+        if is_custom_resource(manifest):
+            validate_custom_resource(manifest)
+            continue
+        for version in KUBERNETES_VERSIONS:
+            kubernetes_validate.validate(manifest, version, strict=True)
+
+
 def test_a_revision_with_two_adapters_fills_pulls_and_serves_them(
     stacks_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -867,13 +878,7 @@ def test_a_revision_with_two_adapters_fills_pulls_and_serves_them(
         ]
         assert token["valueFrom"]["secretKeyRef"]["key"] == "token"
     assert result.outputs["servedModels"]["stable"]["loraAdapters"] == ["sql", "chat-de"]
-    for manifest_path in out.rglob("*.yaml"):
-        manifest = yaml.safe_load(manifest_path.read_text())
-        if is_custom_resource(manifest):
-            validate_custom_resource(manifest)
-            continue
-        for version in KUBERNETES_VERSIONS:
-            kubernetes_validate.validate(manifest, version, strict=True)
+    validate_every_manifest(out)
 
 
 def test_an_adapter_the_planner_cannot_read_fails_naming_its_key(
@@ -1013,3 +1018,48 @@ def test_model_cache_without_kms_grants_no_key(rendered: tuple[str, Path, Render
         assert len(policies) == 1 and not [
             a for p in policies for s in p["Statement"] for a in s["Action"] if a.startswith("kms:")
         ]
+
+
+@pytest.mark.integration
+def test_an_s3_adapter_renders_its_fill_pull_and_the_writers_read_grant(
+    stacks_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str
+) -> None:
+    """An s3:// adapter, its adapter_config.json read at plan time from a real S3 stand-in (moto_server on
+    127.0.0.1): the fill Job pushes the folder, the pod pulls the entry under its cache id, the writer gets
+    read on that folder only, and every object validates strictly."""
+    import boto3
+
+    from infra.modelcache.s3_source import parse_s3_source, source_model_id
+
+    source = "s3://render-adapters/qwen3/sql"
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="render-adapters")
+    s3.put_object(
+        Bucket="render-adapters", Key="qwen3/sql/adapter_config.json", Body=b'{"peft_type": "LORA", "r": 24}'
+    )
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_endpoint)
+    stack = {**DEV_LIKE, "maxCostPerHour": 5, "loraAdapters": [{"name": "sql", "source": source}]}
+    out = tmp_path / "out"
+    result = render(write_stack(stacks_dir, stack), out)
+
+    model = source_model_id(parse_s3_source(source, key="k"))
+    pod = _pod(_workload(out, "primary"))
+    (pull,) = [c for c in pod["initContainers"] if c["name"] == "lora-pull-0"]
+    assert pull["args"][pull["args"].index("--model") + 1] == model
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--lora-modules") + 1] == f"sql=/models/{model.replace('/', '--')}/main"
+    assert args[args.index("--max-lora-rank") + 1] == "32"
+    jobs = [yaml.safe_load(p.read_text()) for p in (out / "kubernetes").rglob("job-*model-cache-fill-*.yaml")]
+    pushed = sorted(j["spec"]["template"]["spec"]["containers"][0]["args"][1] for j in jobs)
+    assert pushed == ["Qwen/Qwen3-8B", source]
+    policies = [
+        json.loads(r["inputs"]["policy"])
+        for r in json.loads((out / "resources.json").read_text())["resources"]
+        if r["type"] == "aws:iam/rolePolicy:RolePolicy" and r["name"].endswith("-writer-sources")
+    ]
+    assert [s["Resource"] for p in policies for s in p["Statement"]] == [
+        "arn:aws:s3:::render-adapters",
+        ["arn:aws:s3:::render-adapters/qwen3/sql/*"],
+    ]
+    assert result.outputs["servedModels"]["primary"]["loraAdapters"] == ["sql"]
+    validate_every_manifest(out)

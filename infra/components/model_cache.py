@@ -57,6 +57,8 @@ class ModelCacheArgs:
     kms_key_arn: pulumi.Input[str] | None = None  # with KMS: this key; None creates one (rotation on)
     noncurrent_version_days: int = NONCURRENT_VERSION_DAYS
     region: str | None = None  # scopes the KMS grants to S3 in this region
+    # s3://BUCKET/PREFIX folders the writer copies into the cache (LoRA adapters): read-only, those only
+    source_folders: tuple[str, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -163,7 +165,18 @@ class ModelCache(pulumi.ComponentResource):
             args,
             args.writer_service_account,
             bucket,
-            {"policy": aws_policies.model_cache_write_policy},
+            {
+                "policy": aws_policies.model_cache_write_policy,
+                **(
+                    {
+                        "sources": lambda _bucket, _key, region: aws_policies.source_folders_read_policy(
+                            args.source_folders, region
+                        )
+                    }
+                    if args.source_folders
+                    else {}
+                ),
+            },
             kms_key_arn,
             tags,
         )

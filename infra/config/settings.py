@@ -36,6 +36,7 @@ from infra.aws_regions import region_problem
 from infra.config.schema import PROJECT, did_you_mean, load_schema
 from infra.errors import UserError
 from infra.modelcache.layout import validate_revision
+from infra.modelcache.s3_source import is_s3_source, parse_s3_source
 from infra.observability.autoscaling import ScalingThresholds
 from infra.observability.charts import PrometheusStorage
 from infra.observability.rules import AlertThresholds
@@ -178,10 +179,16 @@ class LoraAdapter(_Strict):
     @field_validator("source")
     @classmethod
     def _source(cls, value: str) -> str:
+        if is_s3_source(value):
+            try:
+                parse_s3_source(value, key="source")
+            except UserError as error:
+                raise ValueError(str(error).removeprefix("source: ")) from None
+            return value
         if not is_repo_id(value):
             raise ValueError(
-                f"{value!r} is not a Hugging Face repo id (org/name); the fill Job pushes adapters from the "
-                "Hub into the model cache"
+                f"{value!r} is neither a Hugging Face repo id (org/name) nor an S3 folder "
+                "(s3://BUCKET/PREFIX); the fill Job pushes adapters from there into the model cache"
             )
         return value
 

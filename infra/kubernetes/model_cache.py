@@ -133,6 +133,7 @@ class FillJobArgs:
     scratch_size_gib: int  # the Hub snapshot lands here before upload: the model's size plus headroom
     hf_token_secret: SecretKeyRef | None = None  # None for public, ungated models
     region: str | None = None
+    source: str | None = None  # what push downloads when not the cache's model: s3://BUCKET/PREFIX
     include: Sequence[str] = ()  # Hub file globs to take (default all), e.g. "*.safetensors"
     exclude: Sequence[str] = ()  # Hub file globs to skip, e.g. "original/*" (duplicate consolidated weights)
     resources: Resources = Resources(cpu="2", memory="4Gi")
@@ -155,7 +156,7 @@ def fill_job(args: FillJobArgs) -> Manifest:
     re-applying it (or a retry after a failure) skips a complete entry and resumes a partial one."""
     labels = {"app.kubernetes.io/component": "model-cache-fill", **args.labels}
     push_args = [
-        "push", args.cache.model, "--revision", args.cache.revision, "--to", args.cache.root_uri,
+        "push", args.source or args.cache.model, "--revision", args.cache.revision, "--to", args.cache.root_uri,
         "--scratch", "/scratch/snapshots",
     ]  # fmt: skip
     for pattern in args.include:

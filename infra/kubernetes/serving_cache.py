@@ -31,6 +31,7 @@ from infra.kubernetes.model_cache import (
     fill_job,
     serving_pod_patch,
 )
+from infra.modelcache.s3_source import cache_model_id
 from infra.sizing.plan import ServingPlan
 
 GIB = 1024**3
@@ -130,14 +131,25 @@ class AdapterCache:
     """A LoRA adapter's entry in the stack's cache: filled by its own Job, pulled next to the model."""
 
     name: str  # what clients send as the model
-    model: str  # the adapter's Hub repo id
+    model: str  # the entry's model id: the Hub repo id, or an S3 folder's (s3_source.cache_model_id)
     revision: str
     checkpoint_bytes: int  # at most what its fill downloads (the plan's fp32 bound)
     region: str | None = None
+    source: str | None = None  # what the fill Job pushes when not `model`: s3://BUCKET/PREFIX
 
     def __post_init__(self) -> None:
         if self.checkpoint_bytes <= 0:
             raise ValueError("checkpoint_bytes must be positive")
+
+    @staticmethod
+    def from_source(
+        name: str, source: str, revision: str, checkpoint_bytes: int, region: str | None
+    ) -> AdapterCache:
+        """An adapter from the Hub (org/name) or an S3 folder (s3://BUCKET/PREFIX)."""
+        model = cache_model_id(source)
+        return AdapterCache(
+            name, model, revision, checkpoint_bytes, region, source if model != source else None
+        )
 
     def ref(self, bucket: str) -> ModelCacheRef:
         return ModelCacheRef(bucket=bucket, model=self.model, revision=self.revision)
@@ -179,7 +191,8 @@ class RevisionCache:
         adapters: Sequence[tuple[str, str, str]] = (),
     ) -> RevisionCache:
         """The cache a plan needs: its model's size on disk, its compile-cache shape (TP, GPU type), and
-        its LoRA adapters as (name, Hub id, revision), each sized by the plan's bound for one adapter."""
+        its LoRA adapters as (name, Hub id or s3:// folder, revision), each sized by the plan's bound for
+        one adapter."""
         if adapters and plan.lora is None:
             raise ValueError("a plan without LoRA slots cannot serve adapters")
         adapter_bytes = plan.lora.adapter_bytes if plan.lora else 0
@@ -193,7 +206,8 @@ class RevisionCache:
             compile_cache=compile_cache,
             region=region,
             adapters=tuple(
-                AdapterCache(name, source, rev, adapter_bytes, region) for name, source, rev in adapters
+                AdapterCache.from_source(name, source, rev, adapter_bytes, region)
+                for name, source, rev in adapters
             ),
         )
 
@@ -221,15 +235,16 @@ def revision_fill_job(
     hf_token_secret: SecretKeyRef | None,
     labels: Mapping[str, str],
 ) -> Manifest:
-    """The Job that pushes the revision (or one of its adapters) from the Hub into the bucket, as the
-    writer; `pulumi up` waits for it (annotations for the Kubernetes provider: a timeout sized for the
-    download, and a failed Job is replaced on the next `up`)."""
+    """The Job that pushes the revision (or one of its adapters) from the Hub (or the adapter's S3
+    folder) into the bucket, as the writer; `pulumi up` waits for it (annotations for the Kubernetes
+    provider: a timeout sized for the download, and a failed Job is replaced on the next `up`)."""
     job = fill_job(
         FillJobArgs(
             name=cache.fill_job_name,
             namespace=namespace,
             image=image,
             cache=cache.ref(bucket),
+            source=cache.source if isinstance(cache, AdapterCache) else None,
             service_account_name=writer_service_account,
             scratch_size_gib=cache_disk_gib(cache.checkpoint_bytes),
             hf_token_secret=hf_token_secret,

@@ -78,7 +78,11 @@ def _say(message: str) -> None:
 @cache_app.command("push")
 def push_command(
     model: Annotated[
-        str, typer.Argument(help="Hub model id, e.g. Qwen/Qwen3-8B, or modelscope://Qwen/Qwen3-8B.")
+        str,
+        typer.Argument(
+            help="Hub model id, e.g. Qwen/Qwen3-8B, modelscope://Qwen/Qwen3-8B, or an S3 folder "
+            "s3://BUCKET/PREFIX (a LoRA adapter)."
+        ),
     ],
     to: Annotated[str, typer.Option("--to", help="Cache root, s3://BUCKET/PREFIX.")],
     revision: Annotated[
@@ -105,7 +109,8 @@ def push_command(
     endpoint_url: EndpointUrl = None,
 ) -> None:
     """Download MODEL at REVISION from the Hub (HF_TOKEN from the environment) or from ModelScope
-    (MODELSCOPE_ENDPOINT, MODELSCOPE_API_TOKEN) and upload it to S3."""
+    (MODELSCOPE_ENDPOINT, MODELSCOPE_API_TOKEN), or the objects of an S3 folder (REVISION then names the
+    entry), and upload it to S3."""
     from infra.modelcache.push import push
 
     revision = revision or (modelscope.DEFAULT_REVISION if modelscope.is_modelscope(model) else "main")

@@ -1,5 +1,6 @@
-"""push: Hugging Face Hub, ModelScope (`modelscope://org/name`) or a local directory -> S3, once per
-(model, commit); a ModelScope revision's commit is the digest of its listed content (infra/modelscope.py).
+"""push: Hugging Face Hub, ModelScope (`modelscope://org/name`), an S3 folder (`s3://BUCKET/PREFIX`, see
+s3_source.py) or a local directory -> S3, once per (model, commit); a ModelScope revision's commit is the
+digest of its listed content (infra/modelscope.py), an S3 folder's the digest of its listing.
 
 Order matters for readers: every object first, then the manifest, then the completion marker. A pull
 refuses an entry without the marker, so a reader never sees half a model. A complete entry is skipped;
@@ -38,6 +39,15 @@ from infra.modelcache.layout import (
 )
 from infra.modelcache.manifest import Manifest, ManifestFile, build_manifest, crc64nvme_text, marker_body
 from infra.modelcache.progress import ProgressReporter
+from infra.modelcache.s3_source import (
+    SourceObject,
+    download_source,
+    is_s3_source,
+    list_source,
+    listing_commit,
+    parse_s3_source,
+    source_model_id,
+)
 from infra.modelcache.transfer import TransferSettings, is_not_found
 
 SHA256_METADATA = "sha256"  # x-amz-meta-sha256 on every uploaded object: lets a resumed push skip it
@@ -206,13 +216,22 @@ def push(
     settings: TransferSettings | None = None,
     log: TextIO | None = None,
 ) -> PushResult:
-    """Fill the cache entry for `model` at `revision` (from the Hub or ModelScope, or from `source_dir`)."""
+    """Fill the cache entry for `model` at `revision` (from the Hub or ModelScope, from an s3:// folder, or
+    from `source_dir`)."""
     settings = settings or TransferSettings()
     started = time.monotonic()
-    validate_model_id(model)
     validate_revision(revision)
     listed: list[modelscope.RepoFile] = []
-    if source_dir is not None:
+    folder = parse_s3_source(model, key="MODEL") if is_s3_source(model) else None
+    if folder is None:
+        validate_model_id(model)
+    objects: list[SourceObject] = []
+    if folder is not None:
+        if source_dir is not None:
+            raise UserError("push either an s3:// folder or a local directory, not both", key="--from")
+        objects = list_source(client, folder, include, exclude)
+        model, commit = source_model_id(folder), listing_commit(objects)
+    elif source_dir is not None:
         if not source_dir.is_dir():
             raise UserError(f"{source_dir} is not a directory", key="--from")
         commit = validate_commit(revision.replace("/", "-"))
@@ -229,7 +248,16 @@ def push(
         # Readers must stop trusting the old entry before any object of it changes.
         client.delete_object(Bucket=root.bucket, Key=entry.marker_key)
     scratch = scratch or Path.cwd() / ".modelcache-scratch"
-    if listed:
+    if folder is not None:
+        source_dir = download_source(
+            client,
+            folder,
+            objects,
+            scratch / model_slug(model) / commit,
+            concurrency=settings.concurrency,
+            chunk_size=settings.chunk_size,
+        )
+    elif listed:
         target = scratch / model_slug(model) / commit
         source_dir = modelscope.download(model, revision, listed, target, include=include, exclude=exclude)
     elif source_dir is None:

@@ -1,7 +1,9 @@
 """LoRA adapters as the planner needs them: the rank from the adapter's own `adapter_config.json` (PEFT's
 format), read like a model's config.json: from a local folder, or from the Hugging Face Hub (or its local
-cache when `HF_HUB_OFFLINE=1`). vLLM 0.33.0 refuses an adapter it cannot serve only when it loads it, at
-pod start; the checks here (vllm/lora/peft_helper.py's) fail the preview instead.
+cache when `HF_HUB_OFFLINE=1`), or from an S3 folder (boto3's default credentials, the stack's region;
+`AWS_ENDPOINT_URL_S3` for a stand-in: an offline render has no S3 to read and fails naming the key).
+vLLM 0.33.0 refuses an adapter it cannot serve only when it loads it, at pod start; the checks here
+(vllm/lora/peft_helper.py's) fail the preview instead.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from infra.errors import UserError
 from infra.hub import hub_errors
+from infra.modelcache.s3_source import is_s3_source, read_source_json
 from infra.sizing.memory import LORA_RANK_CHOICES
 from infra.sizing.models import is_repo_id
 from infra.sizing.plan import LoraSlots
@@ -24,7 +27,7 @@ CONFIG_FILE = "adapter_config.json"
 
 @dataclass(frozen=True)
 class AdapterConfig:
-    source: str  # Hub id or local folder
+    source: str  # Hub id, local folder or s3://BUCKET/PREFIX
     rank: int  # the largest rank of any module (r, or a larger one in rank_pattern)
     base_model: str | None  # base_model_name_or_path, as the adapter was trained
 
@@ -67,9 +70,22 @@ def parse_adapter_config(config: Any, source: str, *, key: str) -> AdapterConfig
 
 
 def load_adapter_config(
-    source: str, *, revision: str = "main", key: str = "loraAdapters", token: str | None = None
+    source: str,
+    *,
+    revision: str = "main",
+    key: str = "loraAdapters",
+    token: str | None = None,
+    region: str | None = None,
 ) -> AdapterConfig:
-    """The adapter's config from a local folder, or from the Hub at `revision`."""
+    """The adapter's config from a local folder, an S3 folder (s3://BUCKET/PREFIX, read in `region` with
+    the default AWS credentials), or from the Hub at `revision`."""
+    if is_s3_source(source):
+        body = read_source_json(source, CONFIG_FILE, region=region, key=key)
+        try:
+            config = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise UserError(f"cannot read {source}/{CONFIG_FILE}: {error}", key=key) from None
+        return parse_adapter_config(config, source, key=key)
     local = Path(source).expanduser()
     if local.is_dir():
         return parse_adapter_config(_read_json(local / CONFIG_FILE, key), source, key=key)
@@ -126,11 +142,14 @@ class AdapterRef:
     source: str
     revision: str = "main"
     key: str = "loraAdapters"
+    region: str | None = None  # where an s3:// source is read (the stack's region)
 
 
 def lora_slots(adapters: Sequence[AdapterRef]) -> LoraSlots | None:
     """One slot per adapter, so every adapter can be in the same batch, at the largest adapter's rank."""
     if not adapters:
         return None
-    ranks = [load_adapter_config(a.source, revision=a.revision, key=a.key).rank for a in adapters]
+    ranks = [
+        load_adapter_config(a.source, revision=a.revision, key=a.key, region=a.region).rank for a in adapters
+    ]
     return LoraSlots(max_loras=len(adapters), max_lora_rank=max(ranks))

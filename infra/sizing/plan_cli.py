@@ -80,7 +80,10 @@ def plan_command(
     params_billion: Annotated[float | None, typer.Option(help="Override the parameter count")] = None,
     lora_adapter: Annotated[
         list[str] | None,
-        typer.Option(help="A LoRA adapter to serve (Hub id or folder, optionally @REVISION); repeatable"),
+        typer.Option(
+            help="A LoRA adapter to serve (Hub id, folder or s3://BUCKET/PREFIX, optionally @REVISION); "
+            "repeatable"
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON")] = False,
 ) -> None:

@@ -32,7 +32,14 @@ pytestmark = pytest.mark.integration
 BUCKET = "enforced-cache"
 ARN = f"arn:aws:s3:::{BUCKET}"
 # Requests moto serves before it enforces IAM: the set-up below makes exactly this many.
-SETUP_REQUESTS = 7
+SETUP_REQUESTS = 12
+# A LoRA adapter in another bucket that the writer copies (`push s3://...`), and a neighbour it may not read.
+SOURCE_BUCKET = "team-adapters"
+ADAPTER = f"s3://{SOURCE_BUCKET}/qwen3/sql"
+ADAPTER_FILES = {
+    "adapter_config.json": b'{"peft_type": "LORA", "r": 8}',
+    "adapter_model.safetensors": b"w" * 4096,
+}
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,12 @@ def enforced() -> Iterator[Enforced]:
         url = f"http://127.0.0.1:{port}"
         admin = {"endpoint_url": url, "region_name": "us-east-1"}
         admin |= {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-        boto3.client("s3", **admin).create_bucket(Bucket=BUCKET)
+        s3 = boto3.client("s3", **admin)
+        s3.create_bucket(Bucket=BUCKET)
+        s3.create_bucket(Bucket=SOURCE_BUCKET)
+        for name, body in ADAPTER_FILES.items():
+            s3.put_object(Bucket=SOURCE_BUCKET, Key=f"qwen3/sql/{name}", Body=body)
+        s3.put_object(Bucket=SOURCE_BUCKET, Key="qwen3/other/adapter_config.json", Body=b"{}")
         iam = boto3.client("iam", **admin)
         keys = {}
         for identity, policy in (
@@ -76,6 +88,11 @@ def enforced() -> Iterator[Enforced]:
         ):
             iam.create_user(UserName=identity)
             iam.put_user_policy(UserName=identity, PolicyName="cache", PolicyDocument=json.dumps(policy))
+            if identity == "writer":
+                sources = aws_policies.source_folders_read_policy([ADAPTER], "us-east-1")
+                iam.put_user_policy(
+                    UserName=identity, PolicyName="sources", PolicyDocument=json.dumps(sources)
+                )
             key = iam.create_access_key(UserName=identity)["AccessKey"]
             keys[identity] = {
                 "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
@@ -141,3 +158,39 @@ def test_only_the_writer_publishes_a_compile_cache(enforced: Enforced, tmp_path:
 def test_what_neither_identity_may_do(enforced: Enforced, identity: str, action) -> None:
     with pytest.raises(ClientError, match="AccessDenied"):
         action(enforced.client(identity))
+
+
+def test_the_writer_copies_an_s3_adapter_folder_and_reads_nothing_beside_it(
+    enforced: Enforced, tmp_path: Path
+) -> None:
+    """With the cache's write policy and its source policy (ModelCache's two RolePolicies of the writer):
+    `push s3://...` succeeds and the reader pulls the same bytes; a neighbouring folder stays unreadable."""
+    from infra.modelcache.s3_source import parse_s3_source, source_model_id
+
+    pushed = run_cache(
+        "push", ADAPTER, "--revision", "v1", "--to", f"s3://{BUCKET}", "--scratch", str(tmp_path / "scratch"),
+        endpoint=enforced.url, extra_env=enforced.keys["writer"],
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    pulled = run_cache(
+        "pull", "--from", f"s3://{BUCKET}", "--model", source_model_id(parse_s3_source(ADAPTER, key="k")),
+        "--revision", "v1", "--to", str(tmp_path / "pulled"), endpoint=enforced.url,
+        extra_env=enforced.keys["reader"],
+    )  # fmt: skip
+    assert pulled.returncode == 0, pulled.stderr
+    assert {name: (tmp_path / "pulled" / name).read_bytes() for name in ADAPTER_FILES} == ADAPTER_FILES
+    writer = enforced.client("writer")
+    with pytest.raises(ClientError, match="AccessDenied"):
+        writer.get_object(Bucket=SOURCE_BUCKET, Key="qwen3/other/adapter_config.json")
+    with pytest.raises(ClientError, match="AccessDenied"):
+        writer.put_object(Bucket=SOURCE_BUCKET, Key="qwen3/sql/x", Body=b"x")
+    # (moto ignores the s3:prefix condition on ListBucket; tests/test_aws_policies.py checks that one)
+    refused = run_cache(
+        "push",
+        ADAPTER,
+        "--to",
+        f"s3://{BUCKET}/by-reader",
+        endpoint=enforced.url,
+        extra_env=enforced.keys["reader"],
+    )
+    assert refused.returncode == 2 and "access denied" in refused.stderr, refused.stderr

@@ -126,3 +126,50 @@ def test_plan_reads_adapters_from_the_hub_and_sizes_their_slots(tmp_path: Path) 
     assert args[args.index("--max-lora-rank") + 1] == "32" and "--enable-lora" in args
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert missing.stderr.startswith("error: --lora-adapter: someorg/no-such-adapter is not on the Hub")
+
+
+@pytest.mark.integration
+def test_an_s3_adapter_is_read_from_s3_and_every_failure_is_one_line_naming_its_key(
+    moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """adapter_config.json from a real S3 stand-in (moto_server on 127.0.0.1) in the stack's region; a
+    missing object, a missing bucket, no credentials and an unreachable S3 each give one line naming the
+    adapter's key, never a traceback."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="eu-west-1")
+    client.create_bucket(
+        Bucket="team-adapters", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    client.put_object(
+        Bucket="team-adapters", Key="qwen3/sql/adapter_config.json", Body=json.dumps({**LORA, "r": 40})
+    )
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_endpoint)
+    key = "revisions[0].loraAdapters[1].source"
+    s3 = AdapterRef("s3://team-adapters/qwen3/sql", key=key, region="eu-west-1")
+    assert lora_slots([s3]) == LoraSlots(1, 40)  # the planner rounds it up to a rank vLLM accepts
+
+    def failure(source: str) -> str:
+        with pytest.raises(UserError) as error:
+            load_adapter_config(source, key=key, region="eu-west-1")
+        assert error.value.key == key and "\n" not in str(error.value)
+        return str(error.value)
+
+    assert failure("s3://team-adapters/qwen3/nope") == (
+        f"{key}: s3://team-adapters/qwen3/nope/adapter_config.json does not exist: a LoRA adapter folder "
+        "holds adapter_config.json"
+    )
+    assert "the bucket does not exist" in failure("s3://no-such-bucket-here/x")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    assert "s3://team-adapters/qwen3/sql/adapter_config.json: no AWS credentials found" in failure(
+        "s3://team-adapters/qwen3/sql"
+    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    assert "cannot reach S3" in failure("s3://team-adapters/qwen3/sql")
