@@ -26,7 +26,11 @@ from infra.render import REDACTED, Rendered, render
 from infra.versions import KUBERNETES_VERSIONS
 from tests.components.support import takes_tags
 from tests.conftest import run_infra, shared_path
-from tests.kubernetes.crd_schemas import crd_available, is_custom_resource, validate_custom_resource
+from tests.kubernetes.crd_schemas import (
+    is_custom_resource,
+    validate_custom_resource,
+    validate_rendered,
+)
 from tests.stacks import PLACEHOLDER_HF_TOKEN, STACKS, as_deployed, needs_hf_token
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,17 +97,7 @@ def test_the_plan_is_logged_and_exported(rendered: tuple[str, Path, Rendered]) -
 
 def test_every_kubernetes_object_validates(rendered: tuple[str, Path, Rendered]) -> None:
     _, out, _ = rendered
-    for path in sorted((out / "kubernetes").rglob("*.yaml")):
-        manifest = yaml.safe_load(path.read_text())
-        if is_custom_resource(manifest):
-            if crd_available(manifest):  # else test_scale_from_zero_objects_validate skips, naming the file
-                validate_custom_resource(manifest)
-            continue
-        for version in KUBERNETES_VERSIONS:
-            try:
-                kubernetes_validate.validate(manifest, version, strict=True)
-            except kubernetes_validate.ValidationError as error:
-                pytest.fail(f"{path.name} is invalid for Kubernetes {version}: {error.message}")
+    validate_rendered(out / "kubernetes")
 
 
 def _the(result: Rendered, type_: str) -> dict[str, Any]:
@@ -810,17 +804,6 @@ TWO_ADAPTERS = {
 }
 
 
-def validate_every_manifest(out: Path) -> None:
-    """Every rendered object: its CRD's schema, or Kubernetes' own strictly for each allowed version."""
-    for manifest_path in out.rglob("*.yaml"):
-        manifest = yaml.safe_load(manifest_path.read_text())
-        if is_custom_resource(manifest):
-            validate_custom_resource(manifest)
-            continue
-        for version in KUBERNETES_VERSIONS:
-            kubernetes_validate.validate(manifest, version, strict=True)
-
-
 def test_a_revision_with_two_adapters_fills_pulls_and_serves_them(
     stacks_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -878,7 +861,7 @@ def test_a_revision_with_two_adapters_fills_pulls_and_serves_them(
         ]
         assert token["valueFrom"]["secretKeyRef"]["key"] == "token"
     assert result.outputs["servedModels"]["stable"]["loraAdapters"] == ["sql", "chat-de"]
-    validate_every_manifest(out)
+    validate_rendered(out)
 
 
 def test_an_adapter_the_planner_cannot_read_fails_naming_its_key(
@@ -1062,4 +1045,4 @@ def test_an_s3_adapter_renders_its_fill_pull_and_the_writers_read_grant(
         ["arn:aws:s3:::render-adapters/qwen3/sql/*"],
     ]
     assert result.outputs["servedModels"]["primary"]["loraAdapters"] == ["sql"]
-    validate_every_manifest(out)
+    validate_rendered(out)

@@ -16,6 +16,7 @@ import pytest
 
 from infra.modelscope import RepoFile, snapshot_id
 from tests.conftest import REPO_ROOT, stop_process
+from tests.kubernetes.crd_schemas import validate_rendered
 from tests.modelcache.conftest import BUCKET, run_cache, start_script, tree_digest
 from tests.modelcache.fake_hub import generate_model
 from tests.sizing.test_hub_loading import CONFIG  # a real architecture the planner can size
@@ -153,11 +154,9 @@ def test_the_planner_names_an_unreachable_endpoint_in_one_line(tmp_path: Path) -
 def test_a_stack_serving_a_modelscope_model_renders_and_fills_its_cache_from_modelscope(
     fake_modelscope: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import kubernetes_validate
     import yaml
 
     from infra import render as render_module
-    from tests.kubernetes.crd_schemas import is_custom_resource, validate_custom_resource
 
     endpoint, _ = fake_modelscope
     for name, value in ms_env(endpoint, tmp_path / "home").items():
@@ -173,12 +172,7 @@ def test_a_stack_serving_a_modelscope_model_renders_and_fills_its_cache_from_mod
     assert plan["model"] == MODEL  # sized from the config.json the fake serves, not a catalog entry
     assert plan["kv_bytes_per_token_per_gpu"] == 16 * 8 * 64 * 2 * 2 // plan["tensor_parallel_size"]
     manifests = [yaml.safe_load(path.read_text()) for path in sorted((out / "kubernetes").rglob("*.yaml"))]
-    for manifest in manifests:
-        if is_custom_resource(manifest):
-            validate_custom_resource(manifest)
-        else:
-            for version in ("1.31", "1.32", "1.33"):
-                kubernetes_validate.validate(manifest, version, strict=True)
+    validate_rendered(out / "kubernetes")
     (job,) = [m for m in manifests if m["kind"] == "Job"]
     (fill,) = job["spec"]["template"]["spec"]["containers"]
     assert fill["args"][:4] == ["push", MODEL, "--revision", "master"]
