@@ -240,6 +240,18 @@ class Cluster(pulumi.ComponentResource):
             )
         return role
 
+    def _pod_identity_role(self, name: str, cluster: aws.eks.Cluster) -> aws.iam.Role:
+        """A role only this account's cluster may hand to a pod through Pod Identity."""
+        account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id
+        return aws.iam.Role(
+            name,
+            assume_role_policy=pulumi.Output.all(account, cluster.arn).apply(
+                lambda values: json.dumps(aws_policies.pod_identity_trust_policy(values[0], values[1]))
+            ),
+            tags=self._tagged(name),
+            opts=self._opts(),
+        )
+
     # --- an existing cluster ----------------------------------------------------------------------------
 
     def _look_up(self) -> None:
@@ -537,15 +549,7 @@ class Cluster(pulumi.ComponentResource):
         """The EBS CSI driver (its controller's role bound by Pod Identity) and an encrypted gp3 class that
         provisions in the zone of the pod that claims it."""
         name = self._name
-        account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id
-        role = aws.iam.Role(
-            f"{name}-ebs-csi",
-            assume_role_policy=pulumi.Output.all(account, cluster.arn).apply(
-                lambda values: json.dumps(aws_policies.pod_identity_trust_policy(values[0], values[1]))
-            ),
-            tags=self._tagged(f"{name}-ebs-csi"),
-            opts=self._opts(),
-        )
+        role = self._pod_identity_role(f"{name}-ebs-csi", cluster)
         attachment = aws.iam.RolePolicyAttachment(
             f"{name}-ebs-csi-policy",
             role=role.name,
@@ -623,15 +627,7 @@ class Cluster(pulumi.ComponentResource):
                 opts=self._opts(),
             )
 
-        account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id
-        controller_role = aws.iam.Role(
-            f"{name}-karpenter-controller",
-            assume_role_policy=pulumi.Output.all(account, cluster.arn).apply(
-                lambda values: json.dumps(aws_policies.pod_identity_trust_policy(values[0], values[1]))
-            ),
-            tags=self._tagged(f"{name}-karpenter-controller"),
-            opts=self._opts(),
-        )
+        controller_role = self._pod_identity_role(f"{name}-karpenter-controller", cluster)
         documents = pulumi.Output.all(cluster.name, cluster.arn, node_role.arn, queue.arn).apply(
             lambda values: aws_policies.karpenter_controller_policies(
                 cluster_name=values[0],
