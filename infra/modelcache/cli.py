@@ -158,10 +158,15 @@ def pull_command(
     chunk_size_mib: ChunkMiB = _defaults.chunk_size // MiB,
     max_attempts: MaxAttempts = _defaults.max_attempts,
     retry_mode: RetryModeOption = _defaults.retry_mode,
-    fsync: Annotated[bool, typer.Option(help="fsync each file before its rename.")] = True,
+    fsync: Annotated[
+        bool,
+        typer.Option(
+            help="fsync each file before its rename (without it, the next pull after a crash re-checks files)."
+        ),
+    ] = _defaults.fsync,
     direct_io: Annotated[
         bool, typer.Option(help="Write with O_DIRECT where the filesystem allows (no page-cache copy).")
-    ] = True,
+    ] = _defaults.direct_io,
     processes: Annotated[
         int, typer.Option(help="Worker processes the connections are spread over (one GIL each; Linux).")
     ] = _defaults.processes,

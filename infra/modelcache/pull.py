@@ -1,12 +1,17 @@
 """pull: S3 -> local disk with many parallel ranged GETs, verified, atomic per file, resumable.
 
 Every file is written to a temporary name beside its final name, preallocated, and filled by ranged
-GETs, each streamed through a 4 MiB buffer: written at its offset (O_DIRECT where the filesystem
-allows, so no copy into the page cache) and checksummed (CRC-64/NVME) as it arrives. When a file's last
-range lands, the ranges' CRCs are combined and compared with the manifest (sha256, read back, for
-entries without a CRC or on a mismatch), and only then is the file renamed to its final name. A file
-already present under its final name with the manifest's size was put there by that rename, so a rerun
-skips it; temporary files of a killed run are deleted and fetched again.
+GETs, each streamed through a 4 MiB buffer: written at its offset (through the page cache, where vLLM
+will read it from; O_DIRECT with `direct_io`) and checksummed (CRC-64/NVME) as it arrives. When a
+file's last range lands, the ranges' CRCs are combined and compared with the manifest (sha256, read
+back, for entries without a CRC or on a mismatch), and only then is the file renamed to its final name.
+A file already present under its final name with the manifest's size was put there by that rename, so
+a rerun skips it; temporary files of a killed run are deleted and fetched again.
+
+Without `fsync` (the default) a pull never waits for the disk. A renamed file is whole for as long as
+the kernel that wrote it runs; only a crash or reboot can lose what its page cache held. So a pull
+that renames without fsync first records the boot id, and a later pull on another boot checks every
+file again (CRC read back) before it trusts one; with `fsync` no such check is ever needed.
 """
 
 from __future__ import annotations
@@ -64,12 +69,18 @@ from infra.modelcache.transfer import (
 )
 
 TEMP_SUFFIX = ".modelcache-part"
+BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 FREE_SPACE_MARGIN = 64 * MiB
 # Bytes per socket read, write and checksum update. Each piece costs a few interpreter-lock round trips
 # (readinto, pwrite, CRC), so larger pieces mean less GIL contention between the threads: 4 MiB beat
 # 1 MiB on the benchmark (142 against 123 MiB/s, 1.89 against 2.03 CPU s/GiB, same load), as 1 MiB had
 # beaten 256 KiB.
 _PIECE = 4 * 1024 * 1024
+# Bytes per write into the page cache. A 4 MiB write makes the kernel allocate large folios, and on the
+# benchmark VM each 4 KiB of those costs a host page fault (memory the balloon handed back): 2.5-2.9 s of
+# system time per GiB against 0.7-0.8 s in 64 KiB writes (docs/benchmarks.md). On a node whose memory
+# is its own the two cost the same, ~0.5 s/GiB.
+_PAGE_CACHE_WRITE = 64 * 1024
 _DIRECT_ALIGN = 4096  # O_DIRECT writes need block-aligned offsets and lengths (and buffers: mmap's are)
 
 
@@ -206,6 +217,44 @@ def _sha256_of(path: Path) -> str:
         while block := handle.read(8 * MiB):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _matches(path: Path, spec: ManifestFile) -> bool:
+    """Re-check a file under its final name: its CRC-64/NVME where the manifest has one (what the download
+    checked, at a sixth of sha256's CPU), else its sha256."""
+    if spec.crc64nvme is None:
+        return _sha256_of(path) == spec.sha256
+    crc = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(8 * MiB):
+            crc = crc64nvme(block, crc)
+    return crc64nvme_text(crc) == spec.crc64nvme
+
+
+def _boot_id() -> str | None:
+    """This boot of the kernel, or None where the system does not say (not Linux)."""
+    try:
+        return BOOT_ID_PATH.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _unflushed_since(unflushed: Path) -> str | None:
+    """The boot on which a pull last renamed files here without fsync, or None if none did."""
+    try:
+        return unflushed.read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    temp = path.with_name(f"{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+    with open(temp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    _fsync_dirs({path.parent})
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -479,8 +528,8 @@ class _Downloader:
 
 
 def _write_at(job: _FileJob, piece: memoryview, offset: int) -> None:
-    """Write `piece` at `offset`: straight to the disk where block-aligned (O_DIRECT: no copy into the
-    page cache, which costs as much CPU as the rest of a pull), else through the page cache."""
+    """Write `piece` at `offset`: with `direct_io`, straight to the disk where block-aligned; else
+    through the page cache, in `_PAGE_CACHE_WRITE` slices."""
     written, n = 0, len(piece)
     if job.direct_fd >= 0 and offset % _DIRECT_ALIGN == 0 and n % _DIRECT_ALIGN == 0:
         try:
@@ -492,7 +541,7 @@ def _write_at(job: _FileJob, piece: memoryview, offset: int) -> None:
                 raise
             job.direct_fd = -1  # opened, but refused on write (some filesystems): use the cache from now on
     while written < n:
-        written += os.pwrite(job.fd, piece[written:], offset + written)
+        written += os.pwrite(job.fd, piece[written : written + _PAGE_CACHE_WRITE], offset + written)
 
 
 def _close(job: _FileJob) -> None:
@@ -551,20 +600,34 @@ def pull(
     record = Path(local_manifest_path(str(dest), layout, manifest.model, manifest.commit))
     model_dir.mkdir(parents=True, exist_ok=True)
     pending = record.with_name(record.name + ".pending")
+    # Present while files renamed here without fsync may not be on the disk yet; holds the boot id.
+    unflushed = record.with_name(record.name + ".unflushed")
+    boot = _boot_id()
     with _exclusive(record.with_name(record.name + ".lock")):
         _remove_stale_temps(model_dir)
         # Files under their final names were verified before their rename, by a pull of *some* commit.
-        # Trust them by size only if that was this commit; otherwise (a moved branch in a reused
-        # directory, or a directory we did not fill) re-hash them, and keep only those that match.
-        trusted = _names_commit(record, manifest.commit) or _names_commit(pending, manifest.commit)
+        # Trust them by size only if that was this commit and they are whole (flushed, or written on
+        # this boot: only a crash loses what the page cache holds); otherwise (a moved branch in a
+        # reused directory, a directory we did not fill, a reboot since an unflushed pull) check them
+        # again, and keep only those that match.
+        unflushed_on = _unflushed_since(unflushed)
+        whole = unflushed_on is None or (boot is not None and unflushed_on == boot)
+        trusted = whole and (
+            _names_commit(record, manifest.commit) or _names_commit(pending, manifest.commit)
+        )
         record.unlink(missing_ok=True)
         _write_atomically(pending, manifest_bytes)
         todo = [
             f
             for f in manifest.files
             if not _is_complete(model_dir / f.path, f.size)
-            or (not trusted and _sha256_of(model_dir / f.path) != f.sha256)
+            or (not trusted and not _matches(model_dir / f.path, f))
         ]
+        if settings.fsync and not whole:
+            unflushed.unlink(missing_ok=True)  # a reboot since: what is kept was just read from the disk
+        elif not settings.fsync and (boot is None or unflushed_on != boot):
+            # Before the first rename without fsync: after a crash from here on, the next pull checks again.
+            _write_durably(unflushed, (boot or "unknown").encode())
         check_free_space(sum(f.size for f in todo), shutil.disk_usage(model_dir).free, str(model_dir))
         for spec in (f for f in todo if f.size == 0):
             _finish_empty_file(spec, model_dir / spec.path)

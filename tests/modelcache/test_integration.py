@@ -571,7 +571,7 @@ def test_pull_writes_aligned_pieces_with_o_direct(
     location = split_entry_uri(S3Location(BUCKET, entry_uri.removeprefix(f"s3://{BUCKET}/")))
     assert location is not None
     # One process, so the recording above sees the writes (worker processes run the same _write_at).
-    settings = TransferSettings(concurrency=2, chunk_size=1024 * 1024, processes=1)
+    settings = TransferSettings(concurrency=2, chunk_size=1024 * 1024, processes=1, direct_io=True)
     dest = tmp_path / "m"
     pull(make_s3_client(settings, moto_endpoint), CacheEntry(*location), dest, settings=settings)
     assert tree_digest(dest) == tree_digest(small_model)
