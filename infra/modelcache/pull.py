@@ -625,7 +625,7 @@ def pull(
         ]
         if settings.fsync and not whole:
             unflushed.unlink(missing_ok=True)  # a reboot since: what is kept was just read from the disk
-        elif not settings.fsync and (boot is None or unflushed_on != boot):
+        elif not settings.fsync and todo and (boot is None or unflushed_on != boot):
             # Before the first rename without fsync: after a crash from here on, the next pull checks again.
             _write_durably(unflushed, (boot or "unknown").encode())
         check_free_space(sum(f.size for f in todo), shutil.disk_usage(model_dir).free, str(model_dir))
