@@ -71,10 +71,10 @@ from infra.modelcache.transfer import (
 TEMP_SUFFIX = ".modelcache-part"
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 FREE_SPACE_MARGIN = 64 * MiB
-# Bytes per socket read, write and checksum update. Each piece costs a few interpreter-lock round trips
-# (readinto, pwrite, CRC), so larger pieces mean less GIL contention between the threads: 4 MiB beat
-# 1 MiB on the benchmark (142 against 123 MiB/s, 1.89 against 2.03 CPU s/GiB, same load), as 1 MiB had
-# beaten 256 KiB.
+# Bytes per socket read and checksum update (and per write with O_DIRECT). Each piece costs a few
+# interpreter-lock round trips, so larger pieces mean less GIL contention: with O_DIRECT 4 MiB beat 1 MiB
+# (142 against 123 MiB/s, 1.89 against 2.03 CPU s/GiB). Writing through the page cache, 256 KiB, 1 and
+# 2 MiB were all within the noise of 4 MiB (docs/benchmarks.md).
 _PIECE = 4 * 1024 * 1024
 # Bytes per write into the page cache. A 4 MiB write makes the kernel allocate large folios, and on the
 # benchmark VM each 4 KiB of those costs a host page fault (memory the balloon handed back): 2.5-2.9 s of
