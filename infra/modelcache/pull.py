@@ -247,21 +247,19 @@ def _unflushed_since(unflushed: Path) -> str | None:
         return None
 
 
-def _write_durably(path: Path, data: bytes) -> None:
+def _write_atomically(path: Path, data: bytes, *, durable: bool = False) -> None:
+    """Write `data` under `path` by a rename, so a reader sees all or nothing; `durable` also flushes the
+    file and its directory before returning."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f"{path.name}.{os.getpid()}{TEMP_SUFFIX}")
     with open(temp, "wb") as handle:
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(temp, path)
-    _fsync_dirs({path.parent})
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f"{path.name}.{os.getpid()}{TEMP_SUFFIX}")
-    temp.write_bytes(data)
-    os.replace(temp, path)
+    if durable:
+        _fsync_dirs({path.parent})
 
 
 @dataclass
@@ -627,7 +625,7 @@ def pull(
             unflushed.unlink(missing_ok=True)  # a reboot since: what is kept was just read from the disk
         elif not settings.fsync and todo and (boot is None or unflushed_on != boot):
             # Before the first rename without fsync: after a crash from here on, the next pull checks again.
-            _write_durably(unflushed, (boot or "unknown").encode())
+            _write_atomically(unflushed, (boot or "unknown").encode(), durable=True)
         check_free_space(sum(f.size for f in todo), shutil.disk_usage(model_dir).free, str(model_dir))
         for spec in (f for f in todo if f.size == 0):
             _finish_empty_file(spec, model_dir / spec.path)
