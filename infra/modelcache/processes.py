@@ -63,6 +63,13 @@ class WorkerDiedError(UserError):
         )
 
 
+# A worker's body: it takes task indices until `take()` returns None, hands each result to `deliver`,
+# and reports a failure to `fail` (which also stops every worker from taking more tasks).
+Drive = Callable[
+    [Callable[[], "int | None"], Callable[[int, Any], None], Callable[[BaseException], None]], None
+]
+
+
 def run_in_processes(
     count: int,
     work: Callable[[int], R],
@@ -77,6 +84,14 @@ def run_in_processes(
     The first failure stops the rest: no task starts after it, the workers are killed, and the parent
     raises it (a UserError keeps its message and key; other exceptions travel pickled).
     """
+    run_drives_in_processes(count, _on_threads(work, threads), on_result, processes=processes)
+
+
+def run_drives_in_processes(
+    count: int, drive: Drive, on_result: Callable[[int, Any], None], *, processes: int
+) -> None:
+    """Run `drive` in each of `processes` forked children, all taking from the same tasks 0..count-1 in
+    order; call `on_result(i, result)` in the parent as results arrive. Failures as run_in_processes."""
     context = multiprocessing.get_context("fork")
     next_task = context.Value("q", 0)  # shared: the lowest task index nobody has taken yet
     workers: list[tuple[BaseProcess, Connection]] = []
@@ -85,7 +100,7 @@ def run_in_processes(
         for _ in range(max(1, min(processes, count))):
             reader, writer = context.Pipe(duplex=False)
             process = context.Process(
-                target=_worker, args=(parent_pid, count, work, next_task, writer, threads), daemon=True
+                target=_worker, args=(parent_pid, count, drive, next_task, writer), daemon=True
             )
             process.start()
             writer.close()
@@ -99,6 +114,32 @@ def run_in_processes(
                 process.kill()
             process.join()
             reader.close()
+
+
+def _on_threads(work: Callable[[int], Any], threads: int) -> Drive:
+    """A drive that runs `work` on `threads` threads, each taking the next task as it finishes one."""
+
+    def drive(
+        take: Callable[[], int | None],
+        deliver: Callable[[int, Any], None],
+        fail: Callable[[BaseException], None],
+    ) -> None:
+        def loop() -> None:
+            while (index := take()) is not None:
+                try:
+                    result = work(index)
+                except BaseException as error:
+                    fail(error)
+                    return
+                deliver(index, result)
+
+        pool = [threading.Thread(target=loop, name=f"pull-{n}") for n in range(max(1, threads))]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+
+    return drive
 
 
 def _collect(
@@ -125,46 +166,38 @@ def _collect(
                 del open_pipes[ready]
 
 
-def _worker(
-    parent_pid: int,
-    count: int,
-    work: Callable[[int], Any],
-    next_task: Any,
-    pipe: Connection,
-    threads: int,
-) -> None:
+def _worker(parent_pid: int, count: int, drive: Drive, next_task: Any, pipe: Connection) -> None:
     # If the parent is killed (SIGKILL, OOM), this worker dies too instead of downloading on as an orphan.
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:  # the parent died before the line above took effect
         os._exit(1)
     send_lock = threading.Lock()
+    failed = threading.Event()
 
     def send(message: tuple[Any, ...]) -> None:
         with send_lock:
             pipe.send(message)
 
-    def loop() -> None:
-        while True:
-            with next_task.get_lock():
-                index = next_task.value
-                if index >= count:
-                    return
-                next_task.value = index + 1
-            try:
-                result = work(index)
-            except BaseException as error:
-                with next_task.get_lock():
-                    next_task.value = count  # nobody starts another task
-                send(("error", _portable(error)))
-                return
-            send(("result", index, result))
+    def take() -> int | None:
+        with next_task.get_lock():
+            index = next_task.value
+            if index >= count or failed.is_set():
+                return None
+            next_task.value = index + 1
+            return index
 
-    pool = [threading.Thread(target=loop, name=f"pull-{n}") for n in range(max(1, threads))]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    send(("done",))
+    def fail(error: BaseException) -> None:
+        failed.set()
+        with next_task.get_lock():
+            next_task.value = count  # nobody starts another task
+        send(("error", _portable(error)))
+
+    try:
+        drive(take, lambda index, result: send(("result", index, result)), fail)
+    except BaseException as error:
+        fail(error)
+    if not failed.is_set():
+        send(("done",))
     pipe.close()
 
 

@@ -22,9 +22,12 @@ import hashlib
 import mmap
 import os
 import shutil
+import ssl
 import threading
 import time
-from collections.abc import Iterator
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,8 +59,14 @@ from infra.modelcache.manifest import (
     crc64nvme_text,
     parse_manifest,
 )
-from infra.modelcache.processes import forking_supported, room_for_open_files, run_in_processes
+from infra.modelcache.processes import (
+    forking_supported,
+    room_for_open_files,
+    run_drives_in_processes,
+    run_in_processes,
+)
 from infra.modelcache.progress import ProgressReporter
+from infra.modelcache.range_gets import fetch_ranges
 from infra.modelcache.transfer import (
     RETRYABLE_STREAM_ERRORS,
     MiB,
@@ -81,6 +90,9 @@ _PIECE = 4 * 1024 * 1024
 # system time per GiB against 0.7-0.8 s in 64 KiB writes (docs/benchmarks.md). On a node whose memory
 # is its own the two cost the same, ~0.5 s/GiB.
 _PAGE_CACHE_WRITE = 64 * 1024
+# Bytes per socket read on the event loop (range_gets.py): 256 KiB beat 32 KiB and 1 MiB there.
+_LOOP_PIECE = 256 * 1024
+_PRESIGN_SECONDS = 3600
 _DIRECT_ALIGN = 4096  # O_DIRECT writes need block-aligned offsets and lengths (and buffers: mmap's are)
 
 
@@ -271,6 +283,8 @@ class _FileJob:
     fd: int = -1
     direct_fd: int = -1  # the same file opened with O_DIRECT, where the filesystem allows it
     crcs: dict[int, int] = field(default_factory=dict)  # range index -> crc64nvme of its bytes
+    url: str = ""  # presigned GET of the object, made at `url_made` (monotonic seconds)
+    url_made: float = 0.0
     finished: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -300,7 +314,13 @@ class _Downloader:
     def run(self, jobs: list[_FileJob]) -> None:
         tasks = [(job, index) for job in jobs for index in range(len(job.ranges))]
         try:
-            if self._in_processes(jobs, len(tasks)):
+            in_processes = self._in_processes(jobs, len(tasks))
+            if self._on_event_loops(jobs):
+                if in_processes:
+                    self._run_loops_in_processes(jobs, tasks)
+                else:
+                    self._run_loop(tasks)
+            elif in_processes:
                 self._run_in_processes(jobs, tasks)
             else:
                 self._run_in_threads(tasks)
@@ -309,6 +329,18 @@ class _Downloader:
                 _close(job)
                 if not job.finished:
                     job.temp.unlink(missing_ok=True)
+
+    def _on_event_loops(self, jobs: list[_FileJob]) -> bool:
+        """Presigned ranged GETs on one event-loop thread per process (range_gets.py), where they can go
+        straight to the endpoint: not through an HTTP proxy, and not with O_DIRECT, whose block-aligned
+        4 MiB writes need the thread path's whole buffers."""
+        if not jobs or self.settings.direct_io:
+            return False
+        url = urllib.parse.urlsplit(self._url(jobs[0]))
+        proxied = url.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(
+            url.hostname or ""
+        )
+        return url.scheme in ("http", "https") and not proxied and not self.client.meta.config.proxies
 
     def _in_processes(self, jobs: list[_FileJob], tasks: int) -> bool:
         """Fan out over processes where fork works and every file carries a CRC (the ranges' CRCs travel
@@ -355,6 +387,123 @@ class _Downloader:
         run_in_processes(
             len(tasks), fetch, landed, processes=processes, threads=-(-self.settings.concurrency // processes)
         )
+
+    def _run_loop(self, tasks: list[tuple[_FileJob, int]]) -> None:
+        """The event loop in this process: for one CPU, or an entry whose files carry no CRC."""
+        pending = iter(range(len(tasks)))
+        errors: list[BaseException] = []
+
+        def deliver(n: int, result: tuple[int, int]) -> None:
+            job, index = tasks[n]
+            crc, retries = result
+            self._count_retry(retries)
+            self._record(job, index, crc)
+
+        def fail(error: BaseException) -> None:
+            errors.append(error)
+            self.stop.set()
+
+        self._drive_loop(tasks, self.settings.concurrency, lambda: next(pending, None), deliver, fail)
+        if errors:
+            raise errors[0]
+
+    def _run_loops_in_processes(self, jobs: list[_FileJob], tasks: list[tuple[_FileJob, int]]) -> None:
+        """One event loop in each forked worker, `concurrency` connections in all; each worker writes and
+        CRCs the bytes it fetched, and the parent combines a file's CRCs and renames it."""
+        for job in jobs:
+            self._open(job)  # created and preallocated before the fork: the workers inherit the descriptors
+        self.client.close()  # no pooled connection may be shared across the fork
+        processes = self.settings.processes
+        connections = -(-self.settings.concurrency // processes)
+
+        def landed(n: int, result: tuple[int, int]) -> None:  # in the parent
+            job, index = tasks[n]
+            crc, retries = result
+            self._count_retry(retries)
+            self._record(job, index, crc)
+
+        def drive(take: Any, deliver: Any, fail: Any) -> None:  # in a worker
+            self._drive_loop(tasks, connections, take, deliver, fail)
+
+        run_drives_in_processes(len(tasks), drive, landed, processes=processes)
+
+    def _drive_loop(
+        self,
+        tasks: list[tuple[_FileJob, int]],
+        connections: int,
+        take: Callable[[], int | None],
+        deliver: Callable[[int, tuple[int, int]], None],
+        fail: Callable[[BaseException], None],
+    ) -> None:
+        """Fetch the tasks `take()` hands out on `connections` sockets of one event loop; a range that
+        fails there is retried on the botocore path (which maps S3's errors and backs off) on a thread."""
+        retrying: list[Future[None]] = []
+        retry_pool: ThreadPoolExecutor | None = None
+
+        def next_task() -> _LoopRange | None:
+            n = take()
+            if n is None:
+                return None
+            job, index = tasks[n]
+            self._open(job)
+            first, last = job.ranges[index]
+            return _LoopRange(self._url(job), first, last, n, job, index, job.spec.crc64nvme is not None)
+
+        def stop_all(error: BaseException) -> None:
+            self.stop.set()
+            fail(error)
+
+        def retry(task: _LoopRange, error: BaseException) -> None:
+            crc, retries = self._fetch_range(task.job, task.index, failed_once=error)
+            if not self.stop.is_set():
+                deliver(task.n, (crc, retries + 1))
+
+        def retried(future: Future[None]) -> None:
+            error = future.exception()
+            if error is not None:
+                stop_all(error)
+
+        def failed(task: _LoopRange, error: BaseException) -> None:
+            nonlocal retry_pool
+            if retry_pool is None:
+                retry_pool = ThreadPoolExecutor(connections, thread_name_prefix="pull-retry")
+            future = retry_pool.submit(retry, task, error)
+            future.add_done_callback(retried)
+            retrying.append(future)
+
+        https = bool(tasks) and self._url(tasks[0][0]).startswith("https:")
+        try:
+            fetch_ranges(
+                next_task,
+                lambda task: deliver(task.n, (task.crc, 0)),
+                failed,
+                connections=connections,
+                piece_bytes=_LOOP_PIECE,
+                connect_timeout_s=self.settings.connect_timeout_s,
+                read_timeout_s=self.settings.read_timeout_s,
+                stop=self.stop,
+                ssl_context=_ssl_context() if https else None,
+            )
+            wait(retrying)
+        except BaseException:
+            self.stop.set()  # retries in flight end at their next attempt; nothing more is recorded
+            raise
+        finally:
+            if retry_pool is not None:
+                retry_pool.shutdown(wait=not self.stop.is_set(), cancel_futures=True)
+
+    def _url(self, job: _FileJob) -> str:
+        """A presigned GET of `job`'s object, made again after a quarter of its hour: credentials that
+        rotate (IRSA, pod identity) sign the new one."""
+        now = time.monotonic()
+        if not job.url or now - job.url_made > _PRESIGN_SECONDS / 4:
+            job.url = self.client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.entry.root.bucket, "Key": self.entry.file_key(job.spec.path)},
+                ExpiresIn=_PRESIGN_SECONDS,
+            )
+            job.url_made = now
+        return job.url
 
     def _buffer(self) -> memoryview:
         """This thread's piece buffer, reused: a pull faults in a few MiB per thread, not GiBs."""
@@ -406,14 +555,21 @@ class _Downloader:
         if complete:
             self._finish(job)
 
-    def _fetch_range(self, job: _FileJob, index: int) -> tuple[int, int]:
-        """GET one range into its file, retrying a broken body; returns (its crc64nvme, retries)."""
+    def _fetch_range(
+        self, job: _FileJob, index: int, failed_once: BaseException | None = None
+    ) -> tuple[int, int]:
+        """GET one range into its file, retrying a broken body; returns (its crc64nvme, retries).
+        `failed_once`: the first attempt was made elsewhere (the event loop) and failed so."""
         self._open(job)
         first, last = job.ranges[index]
         key = self.entry.file_key(job.spec.path)
         attempts = self.settings.max_attempts
         retries = 0
-        for attempt in range(1, attempts + 1):
+        if failed_once is not None:
+            if attempts == 1:
+                raise _gave_up(job.spec.path, first, last, attempts, failed_once)
+            time.sleep(backoff_seconds(1))
+        for attempt in range(2 if failed_once is not None else 1, attempts + 1):
             if self.stop.is_set():
                 break
             try:
@@ -523,6 +679,32 @@ class _Downloader:
             digest.update(buffer[:n])
             done += n
         return digest.hexdigest()
+
+
+@dataclass
+class _LoopRange:
+    """One range on an event loop (range_gets.RangeTask): its bytes go to the file and into its CRC."""
+
+    url: str
+    first: int
+    last: int
+    n: int  # its task number
+    job: _FileJob
+    index: int  # its range number within the file
+    checksum: bool
+    crc: int = 0
+
+    def write(self, piece: memoryview, offset: int) -> None:
+        _write_at(self.job, piece, offset)
+        if self.checksum:
+            self.crc = crc64nvme(piece, self.crc)  # pyright: ignore[reportArgumentType]  (any buffer works)
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """Verified TLS with the CA bundle botocore would use (AWS_CA_BUNDLE, else its default)."""
+    from botocore.httpsession import where
+
+    return ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or where())
 
 
 def _write_at(job: _FileJob, piece: memoryview, offset: int) -> None:

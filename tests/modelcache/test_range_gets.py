@@ -1,0 +1,170 @@
+"""The event loop of ranged GETs (range_gets.py) against a real HTTP/1.1 server on 127.0.0.1.
+
+The server serves one blob with Range support and keep-alive, like S3, and misbehaves on request: an
+error status, a body cut off, a silent connection, `Connection: close`, a wrong Content-Length.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from infra.modelcache.range_gets import RangeFailedError, fetch_ranges
+
+BLOB = os.urandom(3 * 1024 * 1024 + 123)
+
+
+@dataclass
+class Served:
+    url: str
+    connections: list[int] = field(default_factory=list)  # one entry per accepted connection
+    mode: dict[str, str] = field(default_factory=dict)  # path -> misbehaviour
+
+
+@pytest.fixture
+def server() -> Iterator[Served]:
+    served = Served(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            served.connections.append(1)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            mode = served.mode.get(self.path.split("?")[0], "")
+            first, last = (int(x) for x in self.headers["Range"].removeprefix("bytes=").split("-"))
+            body = BLOB[first : last + 1]
+            if mode == "503":
+                error = b"<Error><Code>SlowDown</Code></Error>"
+                self.send_response(503)
+                self.send_header("Content-Length", str(len(error)))
+                self.end_headers()
+                self.wfile.write(error)
+                return
+            if mode == "silent":
+                threading.Event().wait(5)
+                return
+            self.send_response(206)
+            length = len(body) + (1 if mode == "long" else 0)
+            self.send_header("Content-Length", str(length))
+            if mode == "close":
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            if mode == "cut":
+                self.wfile.write(body[: len(body) // 2])
+                self.close_connection = True
+                return
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    served.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        yield served
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+@dataclass
+class Task:
+    url: str
+    first: int
+    last: int
+    received: bytearray = field(default_factory=bytearray)
+
+    def write(self, piece: memoryview, offset: int) -> None:
+        assert offset == self.first + len(self.received), "pieces arrive in order"
+        self.received += piece
+
+
+def _run(
+    tasks: list[Task], *, connections: int = 3, read_timeout_s: float = 10.0
+) -> tuple[list[Task], list[tuple[Task, BaseException]]]:
+    pending = iter(tasks)
+    done: list[Task] = []
+    failed: list[tuple[Task, BaseException]] = []
+    fetch_ranges(
+        lambda: next(pending, None),
+        done.append,
+        lambda task, error: failed.append((task, error)),
+        connections=connections,
+        piece_bytes=64 * 1024,
+        connect_timeout_s=5,
+        read_timeout_s=read_timeout_s,
+        stop=threading.Event(),
+    )
+    return done, failed
+
+
+def _ranges(url: str, size: int = 256 * 1024) -> list[Task]:
+    return [Task(url, first, min(len(BLOB), first + size) - 1) for first in range(0, len(BLOB), size)]
+
+
+def test_every_range_arrives_whole_over_reused_connections(server: Served) -> None:
+    tasks = _ranges(f"{server.url}/blob?X-Amz-Signature=abc")
+    done, failed = _run(tasks, connections=3)
+    assert not failed and len(done) == len(tasks) > 10
+    assert b"".join(bytes(t.received) for t in sorted(done, key=lambda t: t.first)) == BLOB
+    assert len(server.connections) <= 3, "keep-alive: one connection per slot, not one per range"
+
+
+@pytest.mark.parametrize(
+    ("mode", "cause"),
+    [
+        ("503", "HTTP 503"),
+        ("cut", "connection closed after"),
+        ("long", "Content-Length"),
+        ("silent", "read timeout"),
+    ],
+)
+def test_a_range_that_goes_wrong_is_handed_back_and_the_rest_complete(
+    server: Served, mode: str, cause: str
+) -> None:
+    server.mode["/bad"] = mode
+    good = _ranges(f"{server.url}/good")
+    bad = Task(f"{server.url}/bad", 0, 1000)
+    done, failed = _run([*good[:3], bad, *good[3:]], connections=2, read_timeout_s=1.5)
+    assert [task for task, _ in failed] == [bad]
+    error = failed[0][1]
+    assert isinstance(error, RangeFailedError) and cause in str(error), error
+    assert sorted(t.first for t in done) == [t.first for t in good]
+    assert all(bytes(t.received) == BLOB[t.first : t.last + 1] for t in done)
+
+
+def test_connection_close_opens_a_new_connection(server: Served) -> None:
+    server.mode["/closing"] = "close"
+    tasks = _ranges(f"{server.url}/closing", size=1024 * 1024)
+    done, failed = _run(tasks, connections=1)
+    assert not failed and len(done) == len(tasks) == 4
+    assert len(server.connections) == 4
+
+
+def test_an_error_in_write_stops_everything_and_propagates(server: Served) -> None:
+    class FullDisk(Task):
+        def write(self, piece: memoryview, offset: int) -> None:
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        _run([FullDisk(f"{server.url}/x", 0, 99), *_ranges(f"{server.url}/y")])
+
+
+def test_unreachable_endpoint_is_a_failed_range_not_a_crash() -> None:
+    task = Task("http://127.0.0.1:9/blob", 0, 10)
+    done, failed = _run([task])
+    assert not done and failed[0][0] is task
+    assert isinstance(failed[0][1], RangeFailedError)
