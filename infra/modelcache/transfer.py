@@ -94,8 +94,9 @@ class TransferSettings:
 def client_config(settings: TransferSettings, *, path_style: bool) -> Config:
     """botocore Config: retries with backoff, a connection per worker, no checksum trailers.
 
-    Integrity is our own sha256 per file (manifest), checked before any file gets its final name;
-    botocore's optional CRC trailers would add CPU per byte and are not understood by every S3 server.
+    Integrity is our own check per file against the manifest (CRC-64/NVME of the bytes as they arrive,
+    sha256 where an entry has no CRC), before any file gets its final name; botocore's optional CRC
+    trailers would add CPU per byte and are not understood by every S3 server.
     """
     return Config(
         retries={"mode": settings.retry_mode, "max_attempts": settings.max_attempts},

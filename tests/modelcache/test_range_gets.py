@@ -6,11 +6,15 @@ error status, a body cut off, a silent connection, `Connection: close`, a wrong 
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import os
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -24,10 +28,45 @@ class Served:
     url: str
     connections: list[int] = field(default_factory=list)  # one entry per accepted connection
     mode: dict[str, str] = field(default_factory=dict)  # path -> misbehaviour
+    client_tls: ssl.SSLContext | None = None  # trusts the server's certificate, for https
 
 
-@pytest.fixture
-def server() -> Iterator[Served]:
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made here (S3 speaks TLS; the loop must too)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture(params=["http", "https"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
     served = Served(url="")
 
     class Handler(BaseHTTPRequestHandler):
@@ -69,9 +108,15 @@ def server() -> Iterator[Served]:
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True
+    if request.param == "https":
+        cert, key = _self_signed(tmp_path)
+        server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_tls.load_cert_chain(cert, key)
+        httpd.socket = server_tls.wrap_socket(httpd.socket, server_side=True)
+        served.client_tls = ssl.create_default_context(cafile=cert)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    served.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    served.url = f"{request.param}://127.0.0.1:{httpd.server_address[1]}"
     try:
         yield served
     finally:
@@ -93,7 +138,11 @@ class Task:
 
 
 def _run(
-    tasks: list[Task], *, connections: int = 3, read_timeout_s: float = 10.0
+    tasks: list[Task],
+    *,
+    connections: int = 3,
+    read_timeout_s: float = 10.0,
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[list[Task], list[tuple[Task, BaseException]]]:
     pending = iter(tasks)
     done: list[Task] = []
@@ -107,6 +156,7 @@ def _run(
         connect_timeout_s=5,
         read_timeout_s=read_timeout_s,
         stop=threading.Event(),
+        ssl_context=tls,
     )
     return done, failed
 
@@ -117,7 +167,7 @@ def _ranges(url: str, size: int = 256 * 1024) -> list[Task]:
 
 def test_every_range_arrives_whole_over_reused_connections(server: Served) -> None:
     tasks = _ranges(f"{server.url}/blob?X-Amz-Signature=abc")
-    done, failed = _run(tasks, connections=3)
+    done, failed = _run(tasks, connections=3, tls=server.client_tls)
     assert not failed and len(done) == len(tasks) > 10
     assert b"".join(bytes(t.received) for t in sorted(done, key=lambda t: t.first)) == BLOB
     assert len(server.connections) <= 3, "keep-alive: one connection per slot, not one per range"
@@ -138,7 +188,7 @@ def test_a_range_that_goes_wrong_is_handed_back_and_the_rest_complete(
     server.mode["/bad"] = mode
     good = _ranges(f"{server.url}/good")
     bad = Task(f"{server.url}/bad", 0, 1000)
-    done, failed = _run([*good[:3], bad, *good[3:]], connections=2, read_timeout_s=1.5)
+    done, failed = _run([*good[:3], bad, *good[3:]], connections=2, read_timeout_s=1.5, tls=server.client_tls)
     assert [task for task, _ in failed] == [bad]
     error = failed[0][1]
     assert isinstance(error, RangeFailedError) and cause in str(error), error
@@ -149,7 +199,7 @@ def test_a_range_that_goes_wrong_is_handed_back_and_the_rest_complete(
 def test_connection_close_opens_a_new_connection(server: Served) -> None:
     server.mode["/closing"] = "close"
     tasks = _ranges(f"{server.url}/closing", size=1024 * 1024)
-    done, failed = _run(tasks, connections=1)
+    done, failed = _run(tasks, connections=1, tls=server.client_tls)
     assert not failed and len(done) == len(tasks) == 4
     assert len(server.connections) == 4
 
@@ -160,7 +210,15 @@ def test_an_error_in_write_stops_everything_and_propagates(server: Served) -> No
             raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError, match="No space left"):
-        _run([FullDisk(f"{server.url}/x", 0, 99), *_ranges(f"{server.url}/y")])
+        _run([FullDisk(f"{server.url}/x", 0, 99), *_ranges(f"{server.url}/y")], tls=server.client_tls)
+
+
+def test_a_certificate_that_is_not_trusted_fails_the_range(server: Served) -> None:
+    if server.client_tls is None:
+        pytest.skip("plain HTTP has no certificate")
+    done, failed = _run(_ranges(f"{server.url}/blob")[:2], tls=ssl.create_default_context())
+    assert not done and len(failed) == 2
+    assert all("CERTIFICATE_VERIFY_FAILED" in str(error) for _, error in failed), failed
 
 
 def test_unreachable_endpoint_is_a_failed_range_not_a_crash() -> None:
