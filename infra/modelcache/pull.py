@@ -324,6 +324,12 @@ class _Downloader:
                 self._run_in_processes(jobs, tasks)
             else:
                 self._run_in_threads(tasks)
+            if unfinished := [job.spec.path for job in jobs if not job.finished]:
+                raise UserError(  # a bug, not a user's mistake: say so rather than record a partial pull
+                    f"the pull ended with {len(unfinished)} files not fetched ({unfinished[0]}, ...), a bug "
+                    "in the pull; nothing was recorded as complete, run it again",
+                    key="--to",
+                )
         finally:
             for job in jobs:
                 _close(job)

@@ -89,38 +89,50 @@ def fetch_ranges(
         if task is not None:
             failed(task, error)
 
-    def start(conn: _Connection | None, task: T) -> None:
-        """Send `task`'s request on `conn` (a new connection if None or closed)."""
+    def start(conn: _Connection | None, task: T) -> bool:
+        """Send `task`'s request on `conn`, or on a new connection if None; False if it could not be
+        sent (a reused connection the server had closed is replaced once first)."""
         url = urlsplit(task.url)
-        try:
-            if conn is None:
-                conn = _Connection(_connect(url, connect_timeout_s, ssl_context))
-            conn.task, conn.head, conn.got, conn.last_activity = task, bytearray(), 0, time.monotonic()
-            request = (
-                f"GET {url.path}?{url.query} HTTP/1.1\r\nHost: {url.netloc}\r\n"
-                f"Range: bytes={task.first}-{task.last}\r\nAccept-Encoding: identity\r\n\r\n"
-            ).encode()
-            conn.sock.settimeout(read_timeout_s)  # a one-packet request: send it blocking, then poll
-            conn.sock.sendall(request)
-            conn.sock.setblocking(False)
-            if conn.sock.fileno() not in active:
-                poller.register(conn.sock, select.EPOLLIN)
-                active[conn.sock.fileno()] = conn
-        except OSError as error:
-            if conn is not None:
-                close(conn)
-            failed(task, RangeFailedError(f"cannot send the request: {error}"))
+        request = (
+            f"GET {url.path}?{url.query} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+            f"Range: bytes={task.first}-{task.last}\r\nAccept-Encoding: identity\r\n\r\n"
+        ).encode()
+        for attempt in (conn, None) if conn is not None else (None,):
+            fresh = attempt is None
+            try:
+                if attempt is None:
+                    attempt = _Connection(_connect(url, connect_timeout_s, ssl_context))
+                attempt.sock.settimeout(read_timeout_s)  # a one-packet request: send it blocking, then poll
+                attempt.sock.sendall(request)
+                attempt.sock.setblocking(False)
+            except OSError as error:
+                if attempt is not None:
+                    close(attempt)
+                if fresh:
+                    failed(task, RangeFailedError(f"cannot send the request: {error}"))
+                    return False
+                continue
+            attempt.task, attempt.head, attempt.got = task, bytearray(), 0
+            attempt.last_activity = time.monotonic()
+            if attempt.sock.fileno() not in active:
+                poller.register(attempt.sock, select.EPOLLIN)
+                active[attempt.sock.fileno()] = attempt
+            return True
+        return False
 
     def next_for(conn: _Connection | None) -> bool:
-        task = None if stop.is_set() else next_task()
-        if task is None:
-            if conn is not None:
-                close(conn)
-            return False
-        start(conn if conn is not None and conn.keep_alive else None, task)
+        """Start the next task on `conn` (kept alive) or a new connection; False when none is left.
+        A task whose request cannot be sent goes to `failed`, and the next one is tried."""
         if conn is not None and not conn.keep_alive:
             close(conn)
-        return True
+            conn = None
+        while (task := None if stop.is_set() else next_task()) is not None:
+            if start(conn, task):
+                return True
+            conn = None
+        if conn is not None:
+            close(conn)
+        return False
 
     try:
         for _ in range(connections):

@@ -221,8 +221,8 @@ def test_a_certificate_that_is_not_trusted_fails_the_range(server: Served) -> No
     assert all("CERTIFICATE_VERIFY_FAILED" in str(error) for _, error in failed), failed
 
 
-def test_unreachable_endpoint_is_a_failed_range_not_a_crash() -> None:
-    task = Task("http://127.0.0.1:9/blob", 0, 10)
-    done, failed = _run([task])
-    assert not done and failed[0][0] is task
-    assert isinstance(failed[0][1], RangeFailedError)
+def test_unreachable_endpoint_fails_every_range_and_drops_none() -> None:
+    tasks = [Task("http://127.0.0.1:9/blob", first, first + 9) for first in range(0, 100, 10)]
+    done, failed = _run(tasks, connections=2)
+    assert not done and [task for task, _ in failed] == tasks
+    assert all(isinstance(error, RangeFailedError) for _, error in failed)
