@@ -123,11 +123,14 @@ def test_push_without_token_is_refused_with_one_line(
     assert "HF_TOKEN" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_pull_is_byte_for_byte_equal(pushed_model: PushedModel, moto_endpoint: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", ["1", "3"])  # the event loop in this process, or in 3 forked workers
+def test_pull_is_byte_for_byte_equal(
+    pushed_model: PushedModel, moto_endpoint: str, tmp_path: Path, processes: str
+) -> None:
     dest = tmp_path / "model"
     result = run_cache(
         "pull", "--from", pushed_model.root_uri, "--model", REPO, "--revision", "main", "--to", str(dest),
-        endpoint=moto_endpoint,
+        "--processes", processes, endpoint=moto_endpoint,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(dest)
@@ -182,7 +185,7 @@ def test_interrupted_pull_resumes_without_refetching_finished_files(
     try:
         process = subprocess.Popen(
             [sys.executable, "-m", "infra", "cache", "pull", "--from", pushed_model.entry_uri, "--to", str(dest),
-             "--concurrency", "2", "--chunk-size-mib", "4"],
+             "--concurrency", "2", "--chunk-size-mib", "4", "--processes", "2"],
             cwd=REPO_ROOT, env=fake_aws_env(proxy.url), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
