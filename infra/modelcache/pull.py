@@ -383,15 +383,13 @@ class _Downloader:
         def fetch(n: int) -> tuple[int, int]:  # in a worker
             return self._fetch_range(*tasks[n])
 
-        def landed(n: int, result: tuple[int, int]) -> None:  # in the parent
-            job, index = tasks[n]
-            crc, retries = result
-            self._count_retry(retries)
-            self._record(job, index, crc)
-
         processes = self.settings.processes
         run_in_processes(
-            len(tasks), fetch, landed, processes=processes, threads=-(-self.settings.concurrency // processes)
+            len(tasks),
+            fetch,
+            lambda n, result: self._landed(tasks[n], result),
+            processes=processes,
+            threads=-(-self.settings.concurrency // processes),
         )
 
     def _run_loop(self, tasks: list[tuple[_FileJob, int]]) -> None:
@@ -399,17 +397,17 @@ class _Downloader:
         pending = iter(range(len(tasks)))
         errors: list[BaseException] = []
 
-        def deliver(n: int, result: tuple[int, int]) -> None:
-            job, index = tasks[n]
-            crc, retries = result
-            self._count_retry(retries)
-            self._record(job, index, crc)
-
         def fail(error: BaseException) -> None:
             errors.append(error)
             self.stop.set()
 
-        self._drive_loop(tasks, self.settings.concurrency, lambda: next(pending, None), deliver, fail)
+        self._drive_loop(
+            tasks,
+            self.settings.concurrency,
+            lambda: next(pending, None),
+            lambda n, result: self._landed(tasks[n], result),
+            fail,
+        )
         if errors:
             raise errors[0]
 
@@ -422,16 +420,12 @@ class _Downloader:
         processes = self.settings.processes
         connections = -(-self.settings.concurrency // processes)
 
-        def landed(n: int, result: tuple[int, int]) -> None:  # in the parent
-            job, index = tasks[n]
-            crc, retries = result
-            self._count_retry(retries)
-            self._record(job, index, crc)
-
         def drive(take: Any, deliver: Any, fail: Any) -> None:  # in a worker
             self._drive_loop(tasks, connections, take, deliver, fail)
 
-        run_drives_in_processes(len(tasks), drive, landed, processes=processes)
+        run_drives_in_processes(
+            len(tasks), drive, lambda n, result: self._landed(tasks[n], result), processes=processes
+        )
 
     def _drive_loop(
         self,
@@ -550,6 +544,12 @@ class _Downloader:
         self._count_retry(retries)
         if not self.stop.is_set():
             self._record(job, index, crc)
+
+    def _landed(self, task: tuple[_FileJob, int], result: tuple[int, int]) -> None:
+        """A range fetched (here or in a worker) with (its crc64nvme, the retries it took)."""
+        crc, retries = result
+        self._count_retry(retries)
+        self._record(*task, crc)
 
     def _record(self, job: _FileJob, index: int, crc: int) -> None:
         """One range landed: count it, and verify and rename its file if it was the last one."""
