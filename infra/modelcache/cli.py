@@ -168,7 +168,8 @@ def pull_command(
         bool, typer.Option(help="Write with O_DIRECT where the filesystem allows (no page-cache copy).")
     ] = _defaults.direct_io,
     processes: Annotated[
-        int, typer.Option(help="Worker processes the connections are spread over (one GIL each; Linux).")
+        int,
+        typer.Option(help="Worker processes, each one event loop over its share of the connections (Linux)."),
     ] = _defaults.processes,
     endpoint_url: EndpointUrl = None,
 ) -> None:

@@ -77,7 +77,7 @@ class TransferSettings:
     # the pod's memory, but every write waits for the disk (~400 MiB/s on the benchmark VM's disk) and
     # vLLM then loads from the disk instead of memory. Off by default: the page cache won on the benchmark.
     direct_io: bool = False
-    # Pull: the connections are spread over this many forked worker processes, one GIL each (Linux).
+    # Pull: the connections are spread over this many forked worker processes, one event loop each (Linux).
     processes: int = field(default_factory=default_processes)
 
     def __post_init__(self) -> None:
