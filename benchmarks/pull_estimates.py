@@ -1,14 +1,14 @@
 """Estimate `cache pull` and `runai_streamer` times for the planner's picks, from measured CPU per GiB.
 
-    .venv/bin/python benchmarks/pull_estimates.py --cpu-s-per-gib 1.5 --serial-s-per-gib 0.5
+    .venv/bin/python benchmarks/pull_estimates.py --cpu-s-per-gib 1.9 --serial-s-per-gib 1.9
 
 For each model the planner sizes (its default workload and constraints), takes the instance type it picks,
 that instance's network bandwidth from the GPU catalog and the planner's own assumption that S3 downloads
 reach S3_NETWORK_EFFICIENCY of it, and prints a Markdown table:
 
 - link: the checkpoint over the instance's share of the network, the bound for any downloader;
-- ours: the slowest of link, CPU (all vCPUs at --cpu-s-per-gib), the serial Python share
-  (--serial-s-per-gib: time that holds the GIL, divided over the default worker processes), and the
+- ours: the slowest of link, CPU (all vCPUs at --cpu-s-per-gib), the event loops (--serial-s-per-gib:
+  the CPU time of a pull's one loop thread per GiB, divided over the default worker processes), and the
   connections (default concurrency x ~90 MB/s per S3 connection, AWS's published per-connection figure);
 - runai_streamer: one pass over the link (no hash, no local copy), and with TP ranks each reading every
   file, as vLLM's default loader does, TP passes. Its CPU per GiB is not measured here (no GPU).
@@ -44,7 +44,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cpu-s-per-gib", type=float, required=True, help="client CPU s per GiB, measured")
-    parser.add_argument("--serial-s-per-gib", type=float, required=True, help="GIL-holding user s per GiB")
+    parser.add_argument("--serial-s-per-gib", type=float, required=True, help="CPU s per GiB of one event-loop thread")
     args = parser.parse_args()
     catalog = load_catalog()
     instances = {it.name: it for it in catalog.instance_types}
@@ -63,7 +63,7 @@ def main() -> None:
         bounds = {
             "link": link,
             "CPU": gib * args.cpu_s_per_gib / instance.vcpus,
-            "GIL": gib * args.serial_s_per_gib / default_processes(instance.vcpus),
+            "event loops": gib * args.serial_s_per_gib / default_processes(instance.vcpus),
             "connections": size / (concurrency * S3_BYTES_PER_S_PER_CONNECTION),
         }
         bound = max(bounds, key=lambda k: bounds[k])

@@ -49,12 +49,12 @@ def default_concurrency(cpus: int | None = None) -> int:
 
 
 def default_processes(cpus: int | None = None) -> int:
-    """Pull worker processes: one per 4 CPUs, at least 1, at most 8, each running one event loop over
-    concurrency/processes connections. On the 2-vCPU benchmark machine one process beat two (420
-    against 358 MiB/s: the second loop's CPU is taken from the server); one loop thread moves ~0.7
-    GiB/s per core there, so a GPU node's many cores get more loops. That scaling is an estimate, not a
-    measurement on such a node."""
-    return min(8, max(1, (cpus if cpus is not None else os.cpu_count() or 1) // 4))
+    """Pull worker processes: one per 2 CPUs, at least 1, at most 16, each running one event loop over
+    concurrency/processes connections. On the 2-vCPU benchmark machine, where the S3 server shares the
+    CPUs, one process beat two (420 against 358 MiB/s). One loop thread moved ~0.55 GiB/s there (1.9
+    CPU s/GiB), so a GPU node, whose S3 is remote, gets a loop per 2 cores; that scaling is an estimate
+    (benchmarks/pull_estimates.py), not a measurement on such a node."""
+    return min(16, max(1, (cpus if cpus is not None else os.cpu_count() or 1) // 2))
 
 
 @dataclass(frozen=True)
