@@ -44,7 +44,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cpu-s-per-gib", type=float, required=True, help="client CPU s per GiB, measured")
-    parser.add_argument("--serial-s-per-gib", type=float, required=True, help="CPU s per GiB of one event-loop thread")
+    parser.add_argument(
+        "--serial-s-per-gib", type=float, required=True, help="CPU s per GiB of one event-loop thread"
+    )
     args = parser.parse_args()
     catalog = load_catalog()
     instances = {it.name: it for it in catalog.instance_types}
