@@ -314,14 +314,11 @@ class _Downloader:
     def run(self, jobs: list[_FileJob]) -> None:
         tasks = [(job, index) for job in jobs for index in range(len(job.ranges))]
         try:
-            in_processes = self._in_processes(jobs, len(tasks))
-            if self._on_event_loops(jobs):
-                if in_processes:
-                    self._run_loops_in_processes(jobs, tasks)
-                else:
-                    self._run_loop(tasks)
-            elif in_processes:
-                self._run_in_processes(jobs, tasks)
+            on_event_loops = self._on_event_loops(jobs)
+            if self._in_processes(jobs, len(tasks)):
+                self._run_in_processes(jobs, tasks, on_event_loops)
+            elif on_event_loops:
+                self._run_loop(tasks)
             else:
                 self._run_in_threads(tasks)
             if unfinished := [job.spec.path for job in jobs if not job.finished]:
@@ -373,24 +370,33 @@ class _Downloader:
                 assert error is not None
                 raise error
 
-    def _run_in_processes(self, jobs: list[_FileJob], tasks: list[tuple[_FileJob, int]]) -> None:
-        """Ranges fetched in `processes` forked workers, `concurrency` threads in all; each worker writes
-        and CRCs the bytes it fetched, and the parent combines a file's CRCs and renames it."""
+    def _run_in_processes(
+        self, jobs: list[_FileJob], tasks: list[tuple[_FileJob, int]], on_event_loops: bool
+    ) -> None:
+        """Ranges fetched in `processes` forked workers, `concurrency` connections in all, each worker on
+        one event loop (or on threads); each writes and CRCs the bytes it fetched, and the parent
+        combines a file's CRCs and renames it."""
         for job in jobs:
             self._open(job)  # created and preallocated before the fork: the workers inherit the descriptors
         self.client.close()  # no pooled connection may be shared across the fork: each worker opens its own
-
-        def fetch(n: int) -> tuple[int, int]:  # in a worker
-            return self._fetch_range(*tasks[n])
-
         processes = self.settings.processes
-        run_in_processes(
-            len(tasks),
-            fetch,
-            lambda n, result: self._landed(tasks[n], result),
-            processes=processes,
-            threads=-(-self.settings.concurrency // processes),
-        )
+        per_worker = -(-self.settings.concurrency // processes)
+
+        def landed(n: int, result: tuple[int, int]) -> None:  # in the parent
+            self._landed(tasks[n], result)
+
+        if on_event_loops:
+
+            def drive(take: Any, deliver: Any, fail: Any) -> None:  # in a worker
+                self._drive_loop(tasks, per_worker, take, deliver, fail)
+
+            run_drives_in_processes(len(tasks), drive, landed, processes=processes)
+        else:
+
+            def fetch(n: int) -> tuple[int, int]:  # in a worker
+                return self._fetch_range(*tasks[n])
+
+            run_in_processes(len(tasks), fetch, landed, processes=processes, threads=per_worker)
 
     def _run_loop(self, tasks: list[tuple[_FileJob, int]]) -> None:
         """The event loop in this process: for one CPU, or an entry whose files carry no CRC."""
@@ -401,31 +407,12 @@ class _Downloader:
             errors.append(error)
             self.stop.set()
 
-        self._drive_loop(
-            tasks,
-            self.settings.concurrency,
-            lambda: next(pending, None),
-            lambda n, result: self._landed(tasks[n], result),
-            fail,
-        )
+        def deliver(n: int, result: tuple[int, int]) -> None:
+            self._landed(tasks[n], result)
+
+        self._drive_loop(tasks, self.settings.concurrency, lambda: next(pending, None), deliver, fail)
         if errors:
             raise errors[0]
-
-    def _run_loops_in_processes(self, jobs: list[_FileJob], tasks: list[tuple[_FileJob, int]]) -> None:
-        """One event loop in each forked worker, `concurrency` connections in all; each worker writes and
-        CRCs the bytes it fetched, and the parent combines a file's CRCs and renames it."""
-        for job in jobs:
-            self._open(job)  # created and preallocated before the fork: the workers inherit the descriptors
-        self.client.close()  # no pooled connection may be shared across the fork
-        processes = self.settings.processes
-        connections = -(-self.settings.concurrency // processes)
-
-        def drive(take: Any, deliver: Any, fail: Any) -> None:  # in a worker
-            self._drive_loop(tasks, connections, take, deliver, fail)
-
-        run_drives_in_processes(
-            len(tasks), drive, lambda n, result: self._landed(tasks[n], result), processes=processes
-        )
 
     def _drive_loop(
         self,

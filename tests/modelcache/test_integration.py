@@ -412,7 +412,11 @@ def test_pull_reuses_connections(
 
     monkeypatch.setattr(urllib3.connection.HTTPConnection, "connect", counting_connect)
     # One process, so the counting above sees every connection (worker processes read the same way).
-    settings = TransferSettings(concurrency=2, chunk_size=1024 * 1024, fsync=False, processes=1)
+    # With O_DIRECT the ranges go through botocore's pool (the thread path, also taken behind a proxy);
+    # the event loop's reuse of its own sockets is tested in test_range_gets.py.
+    settings = TransferSettings(
+        concurrency=2, chunk_size=1024 * 1024, fsync=False, processes=1, direct_io=True
+    )
     from infra.modelcache.layout import CacheEntry
 
     # moto's server closes every connection (HTTP/1.0); the proxy speaks HTTP/1.1 keep-alive like S3.

@@ -213,9 +213,8 @@ def test_an_error_in_write_stops_everything_and_propagates(server: Served) -> No
         _run([FullDisk(f"{server.url}/x", 0, 99), *_ranges(f"{server.url}/y")], tls=server.client_tls)
 
 
+@pytest.mark.parametrize("server", ["https"], indirect=True)
 def test_a_certificate_that_is_not_trusted_fails_the_range(server: Served) -> None:
-    if server.client_tls is None:
-        pytest.skip("plain HTTP has no certificate")
     done, failed = _run(_ranges(f"{server.url}/blob")[:2], tls=ssl.create_default_context())
     assert not done and len(failed) == 2
     assert all("CERTIFICATE_VERIFY_FAILED" in str(error) for _, error in failed), failed
