@@ -18,6 +18,7 @@ from infra import modelscope
 from infra.errors import UserError
 from infra.modelcache.layout import LocalLayout, parse_s3_uri
 from infra.modelcache.pull import pull, resolve_entry
+from infra.modelcache.s3_reads import PullReads
 from infra.modelcache.transfer import MiB, RetryMode, TransferSettings, make_s3_client, s3_errors
 from infra.versions import VLLM_VERSION
 
@@ -179,8 +180,13 @@ def pull_command(
     """
     location = parse_s3_uri(source, key="--from")
     settings = _settings(concurrency, chunk_size_mib, max_attempts, retry_mode, fsync, direct_io, processes)
-    client = make_s3_client(settings, endpoint_url)
-    gc.freeze()  # botocore's service model lives as long as the pull: keep the collector off it
+    client = PullReads.for_bucket(
+        lambda: make_s3_client(settings, endpoint_url),
+        endpoint_url,
+        location.bucket,
+        settings.connect_timeout_s,
+    )
+    gc.freeze()  # what the imports made lives as long as the pull: keep the collector off it
     with s3_errors(f"pull {location.uri}"):
         entry = resolve_entry(client, location, model, revision)
         result = pull(client, entry, to, layout=layout, revision=revision, settings=settings)

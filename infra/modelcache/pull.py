@@ -22,11 +22,9 @@ import hashlib
 import mmap
 import os
 import shutil
-import ssl
 import threading
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -67,6 +65,7 @@ from infra.modelcache.processes import (
 )
 from infra.modelcache.progress import ProgressReporter
 from infra.modelcache.range_gets import fetch_ranges
+from infra.modelcache.s3_reads import proxied, ssl_context
 from infra.modelcache.transfer import (
     RETRYABLE_STREAM_ERRORS,
     MiB,
@@ -339,11 +338,8 @@ class _Downloader:
         4 MiB writes need the thread path's whole buffers."""
         if not jobs or self.settings.direct_io:
             return False
-        url = urllib.parse.urlsplit(self._url(jobs[0]))
-        proxied = url.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(
-            url.hostname or ""
-        )
-        return url.scheme in ("http", "https") and not proxied and not self.client.meta.config.proxies
+        url = self._url(jobs[0])
+        return urllib.parse.urlsplit(url).scheme in ("http", "https") and not proxied(url)
 
     def _in_processes(self, jobs: list[_FileJob], tasks: int) -> bool:
         """Fan out over processes where fork works and every file carries a CRC (the ranges' CRCs travel
@@ -378,6 +374,10 @@ class _Downloader:
         combines a file's CRCs and renames it."""
         for job in jobs:
             self._open(job)  # created and preallocated before the fork: the workers inherit the descriptors
+            if on_event_loops:
+                self._url(
+                    job
+                )  # signed here: a worker signs only when a URL ages (with botocore, s3_reads.py)
         self.client.close()  # no pooled connection may be shared across the fork: each worker opens its own
         processes = self.settings.processes
         per_worker = -(-self.settings.concurrency // processes)
@@ -469,7 +469,7 @@ class _Downloader:
                 connect_timeout_s=self.settings.connect_timeout_s,
                 read_timeout_s=self.settings.read_timeout_s,
                 stop=self.stop,
-                ssl_context=_ssl_context() if https else None,
+                ssl_context=ssl_context() if https else None,
             )
             wait(retrying)
         except BaseException:
@@ -691,13 +691,6 @@ class _LoopRange:
         _write_at(self.job, piece, offset)
         if self.checksum:
             self.crc = crc64nvme(piece, self.crc)  # pyright: ignore[reportArgumentType]  (any buffer works)
-
-
-def _ssl_context() -> ssl.SSLContext:
-    """Verified TLS with the CA bundle botocore would use (AWS_CA_BUNDLE, else its default)."""
-    from botocore.httpsession import where
-
-    return ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or where())
 
 
 def _write_at(job: _FileJob, piece: memoryview, offset: int) -> None:

@@ -12,13 +12,11 @@ import errno
 import http.client
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import botocore.session
-from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -32,6 +30,9 @@ from botocore.exceptions import (
 )
 
 from infra.errors import UserError
+
+if TYPE_CHECKING:
+    from botocore.config import Config
 
 MiB = 1024 * 1024
 
@@ -98,6 +99,8 @@ def client_config(settings: TransferSettings, *, path_style: bool) -> Config:
     sha256 where an entry has no CRC), before any file gets its final name; botocore's optional CRC
     trailers would add CPU per byte and are not understood by every S3 server.
     """
+    from botocore.config import Config
+
     return Config(
         retries={"mode": settings.retry_mode, "max_attempts": settings.max_attempts},
         max_pool_connections=settings.concurrency + 4,
@@ -107,21 +110,33 @@ def client_config(settings: TransferSettings, *, path_style: bool) -> Config:
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         s3={"addressing_style": "path" if path_style else "auto"},
+        signature_version="s3v4",
     )
 
 
-def endpoint_url_from_env() -> str | None:
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+def endpoint_url_from_env(env: Mapping[str, str] = os.environ) -> str | None:
+    return env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
 
 
 def make_s3_client(settings: TransferSettings, endpoint_url: str | None = None) -> Any:
     """An S3 client from the default credential chain (IRSA / pod identity in a pod, a profile on a laptop)."""
+    import botocore.session  # here, not at the top: a pull on the fast path never imports it (s3_reads.py)
+
     endpoint_url = endpoint_url or endpoint_url_from_env()
     # botocore's session, not boto3's: boto3 imports s3transfer (~0.3 CPU s), which only push needs.
     session = botocore.session.get_session()
     return session.create_client(
-        "s3", endpoint_url=endpoint_url, config=client_config(settings, path_style=endpoint_url is not None)
+        "s3",
+        region_name=region_from_env(),
+        endpoint_url=endpoint_url,
+        config=client_config(settings, path_style=endpoint_url is not None),
     )
+
+
+def region_from_env(env: Mapping[str, str] = os.environ) -> str | None:
+    """AWS_REGION, which the serving pods and most AWS SDKs set, then AWS_DEFAULT_REGION (botocore's own
+    variable; botocore alone ignores AWS_REGION and would fall back to us-east-1's global endpoint)."""
+    return env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
 
 
 def backoff_seconds(attempt: int, *, base_s: float = 0.2, cap_s: float = 20.0) -> float:
