@@ -375,9 +375,8 @@ class _Downloader:
         for job in jobs:
             self._open(job)  # created and preallocated before the fork: the workers inherit the descriptors
             if on_event_loops:
-                self._url(
-                    job
-                )  # signed here: a worker signs only when a URL ages (with botocore, s3_reads.py)
+                # Signed here: a worker signs only when a URL ages, and then with botocore (s3_reads.py).
+                self._url(job)
         self.client.close()  # no pooled connection may be shared across the fork: each worker opens its own
         processes = self.settings.processes
         per_worker = -(-self.settings.concurrency // processes)
