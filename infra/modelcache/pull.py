@@ -87,10 +87,12 @@ _PIECE = 4 * 1024 * 1024
 # Bytes per write into the page cache. A 4 MiB write makes the kernel allocate large folios, and on the
 # benchmark VM each 4 KiB of those costs a host page fault (memory the balloon handed back): 2.5-2.9 s of
 # system time per GiB against 0.7-0.8 s in 64 KiB writes (docs/benchmarks.md). On a node whose memory
-# is its own the two cost the same, ~0.5 s/GiB.
-_PAGE_CACHE_WRITE = 64 * 1024
-# Bytes per socket read on the event loop (range_gets.py): 256 KiB beat 32 KiB and 1 MiB there.
-_LOOP_PIECE = 256 * 1024
+# is its own the two cost the same, ~0.5 s/GiB. 256 KiB, with 1 MiB socket reads: fewer trips through
+# the interpreter (user CPU 0.49-0.54 against 0.60 s/GiB) for ~0.2 s/GiB more system time here, and
+# ahead of 64 KiB with 256 KiB reads in three A/Bs (546 vs 521, 502 vs 455, 502 vs 450 MiB/s).
+_PAGE_CACHE_WRITE = 256 * 1024
+# Bytes per socket read on the event loop (range_gets.py); see above.
+_LOOP_PIECE = 1024 * 1024
 _PRESIGN_SECONDS = 3600
 _DIRECT_ALIGN = 4096  # O_DIRECT writes need block-aligned offsets and lengths (and buffers: mmap's are)
 
