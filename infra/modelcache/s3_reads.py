@@ -147,7 +147,10 @@ class CrtPresigner:
             signed_body_header_type=AwsSignedBodyHeaderType.NONE,
             expiration_in_seconds=expires_s,
         )
-        signed = aws_sign_request(request, config).result(_CREDENTIALS_TIMEOUT_S)
+        try:
+            signed = aws_sign_request(request, config).result(_CREDENTIALS_TIMEOUT_S)
+        except Exception:  # credentials that expired and did not refresh, a timeout: botocore's turn
+            return None
         return f"{url.scheme}://{url.netloc}{signed.path}"
 
 

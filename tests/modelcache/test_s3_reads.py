@@ -314,3 +314,27 @@ def test_the_pull_client_presigns_sigv4_in_the_pods_region(monkeypatch: pytest.M
         query = _split(url)[3]
         assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
         assert query["X-Amz-Credential"][0].split("/")[2] == "eu-central-1"
+
+
+def test_a_signature_awscrt_cannot_make_is_left_to_botocore(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials that stop resolving mid-pull (here: the keys gone from the environment awscrt
+    reads them from at every signature): botocore signs, and explains if it cannot either."""
+    env = {**KEYS, "AWS_REGION": "us-east-1"}
+    _set_env(monkeypatch, env)
+    path = fast_path(env, "http://127.0.0.1:9", "cache", _nothing_exists)
+    assert path is not None
+    presigner = CrtPresigner(path)
+    assert presigner.presign("k", 60) is not None
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    assert presigner.presign("k", 60) is None
+    made: list[bool] = []
+
+    def make() -> object:
+        made.append(True)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEYS["AWS_ACCESS_KEY_ID"])  # botocore's chain has them
+        return make_s3_client(TransferSettings(), "http://127.0.0.1:9")
+
+    url = PullReads(make, presigner, 5).generate_presigned_url(
+        "get_object", Params={"Bucket": "cache", "Key": "k"}, ExpiresIn=60
+    )
+    assert made == [True] and "X-Amz-Signature=" in url
