@@ -244,17 +244,23 @@ def test_no_credentials_at_all_leaves_it_to_botocore(tmp_path: Path, monkeypatch
     assert reads.presigner is None and not made
 
 
-def _presign_in_child(presigner: CrtPresigner, results: multiprocessing.Queue) -> None:  # pyright: ignore[reportMissingTypeArgument]
-    results.put(presigner.presign("k", 60))
-
-
-def test_a_forked_worker_never_signs_with_the_parents_awscrt(monkeypatch: pytest.MonkeyPatch) -> None:
+def _loopback_presigner(monkeypatch: pytest.MonkeyPatch) -> CrtPresigner:
+    """A presigner from static keys for a bucket on 127.0.0.1:9, shown to sign in this process."""
     env = {**KEYS, "AWS_REGION": "us-east-1"}
     _set_env(monkeypatch, env)
     path = fast_path(env, "http://127.0.0.1:9", "cache", _nothing_exists)
     assert path is not None
     presigner = CrtPresigner(path)
     assert presigner.presign("k", 60) is not None
+    return presigner
+
+
+def _presign_in_child(presigner: CrtPresigner, results: multiprocessing.Queue) -> None:  # pyright: ignore[reportMissingTypeArgument]
+    results.put(presigner.presign("k", 60))
+
+
+def test_a_forked_worker_never_signs_with_the_parents_awscrt(monkeypatch: pytest.MonkeyPatch) -> None:
+    presigner = _loopback_presigner(monkeypatch)
     results: multiprocessing.Queue = multiprocessing.get_context("fork").Queue()  # pyright: ignore[reportMissingTypeArgument]
     child = multiprocessing.get_context("fork").Process(target=_presign_in_child, args=(presigner, results))
     child.start()
@@ -319,12 +325,7 @@ def test_the_pull_client_presigns_sigv4_in_the_pods_region(monkeypatch: pytest.M
 def test_a_signature_awscrt_cannot_make_is_left_to_botocore(monkeypatch: pytest.MonkeyPatch) -> None:
     """Credentials that stop resolving mid-pull (here: the keys gone from the environment awscrt
     reads them from at every signature): botocore signs, and explains if it cannot either."""
-    env = {**KEYS, "AWS_REGION": "us-east-1"}
-    _set_env(monkeypatch, env)
-    path = fast_path(env, "http://127.0.0.1:9", "cache", _nothing_exists)
-    assert path is not None
-    presigner = CrtPresigner(path)
-    assert presigner.presign("k", 60) is not None
+    presigner = _loopback_presigner(monkeypatch)
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     assert presigner.presign("k", 60) is None
     made: list[bool] = []
