@@ -1,8 +1,8 @@
 """The pull's S3 reads, without botocore's start-up where the environment leaves nothing to resolve.
 
 A botocore client costs ~0.5 s before a pull's first byte (import 0.3-0.5 s, the service model and
-endpoint rules 0.1-0.2 s, the first presign 0.05 s); on the benchmark that was the whole gap to s5cmd,
-whose data flows after 0.25 s (docs/benchmarks.md). awscrt, loaded anyway for the CRC, resolves
+endpoint rules 0.1-0.2 s, the first presign 0.05 s): on the benchmark, most of the start-up gap to
+s5cmd, whose data flows after 0.25 s (docs/benchmarks.md). awscrt, loaded anyway for the CRC, resolves
 credentials and presigns in ~0.03 s. So where the credentials, region and endpoint botocore would use
 follow from environment variables alone (`fast_path`), the pull presigns with awscrt and reads the
 marker and manifest with one plain GET each; botocore is created only when something needs it: an
