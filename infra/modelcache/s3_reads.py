@@ -13,6 +13,7 @@ address by host name) uses botocore from the start.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import os
 import re
@@ -27,9 +28,8 @@ from typing import Any
 
 from infra.modelcache.transfer import endpoint_url_from_env, region_from_env
 
-_STANDARD_REGION = re.compile(
-    r"(us|eu|ap|sa|ca|me|af|il|mx)-[a-z]+-\d+"
-)  # the `aws` partition; not gov/cn/iso
+# Regions of the `aws` partition (not gov, cn or iso, whose endpoints differ).
+_STANDARD_REGION = re.compile(r"(us|eu|ap|sa|ca|me|af|il|mx)-[a-z]+-\d+")
 _HOSTABLE_BUCKET = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")  # no dots: the wildcard certificate
 _CREDENTIALS_TIMEOUT_S = 10.0
 
@@ -155,10 +155,16 @@ class CrtPresigner:
 
 
 def ssl_context() -> ssl.SSLContext:
-    """Verified TLS with the CA bundle botocore would use (AWS_CA_BUNDLE, else its default)."""
+    """Verified TLS with the CA bundle botocore would use (AWS_CA_BUNDLE, else its default), loaded once
+    per bundle: the marker, the manifest and each event loop would otherwise each parse it again."""
     from botocore.httpsession import where
 
-    return ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or where())
+    return _ssl_context_for(os.environ.get("AWS_CA_BUNDLE") or where())
+
+
+@functools.cache
+def _ssl_context_for(cafile: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=cafile)
 
 
 def get_small_object(url: str, timeout_s: float) -> bytes | None:
@@ -225,32 +231,28 @@ class PullReads:
                 self._client = self._make_client()
             return self._client
 
-    @property
-    def client_made(self) -> bool:
-        return self._client is not None
-
-    def _signs(self, params: Mapping[str, Any]) -> bool:
-        return (
-            self.presigner is not None
-            and set(params) == {"Bucket", "Key"}
-            and (params["Bucket"] == self.presigner.path.bucket)
-        )
+    def _presigner_for(self, params: Mapping[str, Any]) -> CrtPresigner | None:
+        """The awscrt presigner, for a plain GET of an object in its bucket (no Range, no version)."""
+        presigner = self.presigner
+        if presigner is None or set(params) != {"Bucket", "Key"} or params["Bucket"] != presigner.path.bucket:
+            return None
+        return presigner
 
     def generate_presigned_url(self, operation: str, Params: dict[str, str], ExpiresIn: int) -> str:
-        if operation == "get_object" and self._signs(Params) and self.presigner is not None:
-            url = self.presigner.presign(Params["Key"], ExpiresIn)
-            if url is not None:
-                return url
+        presigner = self._presigner_for(Params) if operation == "get_object" else None
+        url = presigner.presign(Params["Key"], ExpiresIn) if presigner is not None else None
+        if url is not None:
+            return url
         return self.client.generate_presigned_url(operation, Params=Params, ExpiresIn=ExpiresIn)
 
     def get_object(self, **params: Any) -> dict[str, Any]:
         """A whole small object straight from a presigned URL; any other GET, or any answer but a 200
         (a 404 to map, a 403 to explain, a redirect to another region), through botocore."""
-        if self._signs(params) and self.presigner is not None:
-            url = self.presigner.presign(params["Key"], 60)
-            body = get_small_object(url, self._timeout_s) if url is not None else None
-            if body is not None:
-                return {"Body": BytesIO(body), "ContentLength": len(body)}
+        presigner = self._presigner_for(params)
+        url = presigner.presign(params["Key"], 60) if presigner is not None else None
+        body = get_small_object(url, self._timeout_s) if url is not None else None
+        if body is not None:
+            return {"Body": BytesIO(body), "ContentLength": len(body)}
         return self.client.get_object(**params)
 
     def close(self) -> None:

@@ -233,7 +233,7 @@ def test_pod_identity_credentials_sign_as_botocore_would(
     )
 
 
-def test_no_credentials_at_all_leaves_it_to_botocore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_credentials_at_all_leaves_it_to_botocore(monkeypatch: pytest.MonkeyPatch) -> None:
     """A container endpoint that refuses: awscrt finds nothing, so botocore is asked (and says why)."""
     for name in KEYS:
         monkeypatch.delenv(name, raising=False)
