@@ -16,6 +16,7 @@ its botocore path, which maps S3's errors and retries as it always did.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import select
 import socket
 import ssl
@@ -73,7 +74,10 @@ def fetch_ranges(
     caller retries it another way). An exception from `write`, `done` or `failed` (a full disk) stops
     everything and propagates. Returns once every started range ended, or soon after `stop` is set.
     """
-    buffer = memoryview(bytearray(piece_bytes))
+    # Page-aligned (an anonymous mmap), not a bytearray: malloc puts a large block 16 bytes past a page
+    # boundary, and the kernel's copy from the socket into a destination that is not cache-line
+    # aligned cost ~4x as much per byte on the benchmark's AMD EPYC (perf: 0.58 vs 0.12 CPU s/GiB).
+    buffer = memoryview(mmap.mmap(-1, piece_bytes))
     poller = select.epoll()
     active: dict[int, _Connection] = {}
 
