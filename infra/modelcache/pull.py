@@ -57,12 +57,6 @@ from infra.modelcache.manifest import (
     crc64nvme_text,
     parse_manifest,
 )
-from infra.modelcache.processes import (
-    forking_supported,
-    room_for_open_files,
-    run_drives_in_processes,
-    run_in_processes,
-)
 from infra.modelcache.progress import ProgressReporter
 from infra.modelcache.range_gets import fetch_ranges
 from infra.modelcache.s3_reads import proxied, ssl_context
@@ -347,10 +341,13 @@ class _Downloader:
         """Fan out over processes where fork works and every file carries a CRC (the ranges' CRCs travel
         to the parent, which combines them); an entry pushed before CRCs is read back here, in threads.
         The parent opens every file before the fork, two descriptors each: there must be room for them."""
+        if self.settings.processes <= 1 or tasks <= 1:
+            return False
+        # Imported here: multiprocessing adds ~20 ms to every pull's start-up, and one process needs none of it.
+        from infra.modelcache.processes import forking_supported, room_for_open_files
+
         return (
-            self.settings.processes > 1
-            and tasks > 1
-            and forking_supported()
+            forking_supported()
             and all(job.spec.crc64nvme is not None for job in jobs)
             and room_for_open_files(2 * len(jobs))
         )
@@ -374,6 +371,8 @@ class _Downloader:
         """Ranges fetched in `processes` forked workers, `concurrency` connections in all, each worker on
         one event loop (or on threads); each writes and CRCs the bytes it fetched, and the parent
         combines a file's CRCs and renames it."""
+        from infra.modelcache.processes import run_drives_in_processes, run_in_processes
+
         for job in jobs:
             self._open(job)  # created and preallocated before the fork: the workers inherit the descriptors
             if on_event_loops:
