@@ -209,7 +209,7 @@ def test_pieces_are_read_into_a_page_aligned_buffer(server: Served) -> None:
                 addresses.append(ctypes.addressof(ctypes.c_char.from_buffer(piece)))
             super().write(piece, offset)
 
-    tasks = [Recording(t.url, t.first, t.last) for t in _ranges(f"{server.url}/blob")[:4]]
+    tasks: list[Task] = [Recording(t.url, t.first, t.last) for t in _ranges(f"{server.url}/blob")[:4]]
     done, failed = _run(tasks, tls=server.client_tls)
     assert not failed and len(done) == 4 and addresses
     offsets = [address % mmap.PAGESIZE for address in addresses]
