@@ -4,6 +4,24 @@
 # exiting on its own does not stop serving.
 set -uo pipefail
 
+# Traps first: a signal that came before them would end this shell with its default action, and the
+# children would never hear of it. One that comes before a child has started skips that child.
+prometheus_pid=""
+vllm_pid=""
+# shellcheck disable=SC2317  # called only by the traps below
+forward() {
+    local pid
+    for pid in "${vllm_pid}" "${prometheus_pid}"; do
+        if [[ -n "${pid}" ]]; then
+            kill -s "$1" "${pid}" 2>/dev/null || true
+        fi
+    done
+}
+for signal in TERM INT HUP QUIT USR1 USR2; do
+    # shellcheck disable=SC2064  # the signal name is meant to be expanded now
+    trap "forward ${signal}" "${signal}"
+done
+
 prometheus \
     --config.file="${PROMETHEUS_CONFIG:-/etc/prometheus/prometheus.yml}" \
     --storage.tsdb.path="${PROMETHEUS_DATA:-/prometheus}" \
@@ -12,14 +30,6 @@ prometheus \
 prometheus_pid=$!
 vllm serve "$@" &
 vllm_pid=$!
-
-forward() {
-    kill -s "$1" "${vllm_pid}" "${prometheus_pid}" 2>/dev/null || true
-}
-for signal in TERM INT HUP QUIT USR1 USR2; do
-    # shellcheck disable=SC2064  # the signal name is meant to be expanded now
-    trap "forward ${signal}" "${signal}"
-done
 
 # A trapped signal interrupts `wait` (status > 128) while vLLM may still be shutting down: wait again.
 while :; do
