@@ -125,6 +125,20 @@ class Container:
         return self.process.wait(timeout=TIMEOUT_S)
 
 
+def _default_signal_handling() -> None:
+    """A container's first process starts with every signal at its default. A test runner started under
+    `nohup` ignores SIGHUP and would hand that down, and bash cannot trap a signal ignored when it started."""
+    for number in (
+        signal.SIGHUP,
+        signal.SIGINT,
+        signal.SIGQUIT,
+        signal.SIGTERM,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+    ):
+        signal.signal(number, signal.SIG_DFL)
+
+
 @pytest.fixture
 def run_entrypoint(tmp_path: Path) -> Iterator:
     started: list[subprocess.Popen[bytes]] = []
@@ -137,6 +151,7 @@ def run_entrypoint(tmp_path: Path) -> Iterator:
     def run(*args: str, **env: str) -> Container:
         process = subprocess.Popen(
             ["bash", str(ENTRYPOINT), *args],
+            preexec_fn=_default_signal_handling,
             env={
                 **os.environ,
                 "PATH": f"{bin_dir}:{os.environ['PATH']}",
