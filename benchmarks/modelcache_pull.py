@@ -190,9 +190,9 @@ def fresh(path: Path) -> Path:
 
 def round_order(names: list[str], round_number: int) -> list[str]:
     """The tools in the order round `round_number` runs them: ours and s5cmd first, swapped in every
-    even round, so each leads as often as the other over an even number of rounds. Which tool a run
-    follows moved its speed by up to ~10% on this VM (the server's heap and the guest's free memory
-    are left as the previous tool left them), so a fixed order would favour one of the pair."""
+    even round, so each leads as often as the other over an even number of rounds. Which of the two
+    leads moved the ratio by 10-20% in some runs on this VM (the server's heap and the guest's free
+    memory are as the previous tool left them), so a fixed order would favour one of the pair."""
     pair = ["ours", "s5cmd"] if round_number % 2 else ["s5cmd", "ours"]
     return pair + [name for name in names if name not in pair]
 
