@@ -164,9 +164,10 @@ def _drain(
     give_up: Callable[[_Connection, BaseException], None],
     next_for: Callable[[_Connection | None], bool],
 ) -> None:
-    """Read what `conn` has until the socket would block; start its next range when one ends."""
+    """Read what `conn` has until the socket is empty; start its next range when one ends."""
     while conn.task is not None:
         task = conn.task
+        emptied = False  # a short read of plain TCP: the socket held no more
         try:  # only the socket's errors mean a failed range; the caller's (a full disk) propagate
             if conn.head is not None:
                 chunk = conn.sock.recv(65536)
@@ -178,13 +179,15 @@ def _drain(
                     continue
                 piece = memoryview(body)
             else:
-                want = task.last - task.first + 1 - conn.got
-                n = conn.sock.recv_into(buffer[: min(len(buffer), want)])
+                asked = min(len(buffer), task.last - task.first + 1 - conn.got)
+                n = conn.sock.recv_into(buffer[:asked])
                 if not n:
                     raise RangeFailedError(
                         f"connection closed after {conn.got} of {task.last - task.first + 1} bytes"
                     )
                 piece = buffer[:n]
+                # TLS returns one record (16 KiB) per read, so a short read there says nothing
+                emptied = n < asked and not isinstance(conn.sock, ssl.SSLSocket)
             if conn.got + len(piece) > task.last - task.first + 1:
                 raise RangeFailedError(
                     f"more than the {task.last - task.first + 1} bytes of the range arrived"
@@ -204,6 +207,10 @@ def _drain(
             done(task)
             next_for(conn)
             return  # a new range, maybe on a new socket: the poller reports it when it has bytes
+        if emptied:
+            # The poller reports the socket again when bytes arrive; a read now would only fail with
+            # EAGAIN (half of all reads in a pull did: each a syscall and a raised exception).
+            return
 
 
 def _parse_head(conn: _Connection, task: RangeTask) -> bytes | None:

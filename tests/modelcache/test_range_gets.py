@@ -9,17 +9,22 @@ from __future__ import annotations
 import ctypes
 import datetime
 import ipaddress
+import itertools
 import mmap
 import os
+import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from infra.modelcache import range_gets
 from infra.modelcache.range_gets import RangeFailedError, fetch_ranges
 
 BLOB = os.urandom(3 * 1024 * 1024 + 123)
@@ -102,6 +107,12 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
                 self.send_header("Connection", "close")
                 self.close_connection = True
             self.end_headers()
+            if mode == "trickle":  # a slow server: the client drains each piece before the next is sent
+                for start in range(0, len(body), 16 * 1024):
+                    self.wfile.write(body[start : start + 16 * 1024])
+                    self.wfile.flush()
+                    time.sleep(0.002)
+                return
             if mode == "cut":
                 self.wfile.write(body[: len(body) // 2])
                 self.close_connection = True
@@ -214,6 +225,39 @@ def test_pieces_are_read_into_a_page_aligned_buffer(server: Served) -> None:
     assert not failed and len(done) == 4 and addresses
     offsets = [address % mmap.PAGESIZE for address in addresses]
     assert offsets == [0] * len(offsets), offsets
+
+
+@pytest.mark.parametrize("server", ["http"], indirect=True)
+def test_a_short_read_waits_for_the_poller_instead_of_reading_again(
+    server: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that returns less than it asked for emptied the socket; reading again at once would only
+    fail with EAGAIN (half of all reads in a pull did), so the loop goes back to epoll."""
+    reads: dict[int, list[str]] = {}  # socket -> its reads in order: "short", "full" or "EAGAIN"
+
+    class Recording(socket.socket):
+        def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+            log = reads.setdefault(id(self), [])
+            try:
+                n = super().recv_into(buffer, nbytes, flags)
+            except BlockingIOError:
+                log.append("EAGAIN")
+                raise
+            log.append("short" if n < len(buffer) else "full")
+            return n
+
+    connect = range_gets._connect
+
+    def recording_connect(*args: Any) -> socket.socket:
+        return Recording(fileno=connect(*args).detach())
+
+    monkeypatch.setattr(range_gets, "_connect", recording_connect)
+    server.mode["/slow"] = "trickle"
+    done, failed = _run(_ranges(f"{server.url}/slow")[:4], connections=2)
+    assert not failed and len(done) == 4
+    assert all(bytes(t.received) == BLOB[t.first : t.last + 1] for t in done)
+    pairs = [pair for log in reads.values() for pair in itertools.pairwise(log)]
+    assert ("short", "EAGAIN") not in pairs and any(first == "short" for first, _ in pairs), reads
 
 
 def test_connection_close_opens_a_new_connection(server: Served) -> None:
