@@ -19,6 +19,7 @@ getrusage of the finished child). Results go to stdout as a Markdown table and t
 from __future__ import annotations
 
 import argparse
+import filecmp
 import http.client
 import json
 import os
@@ -156,6 +157,21 @@ def generate_model(root: Path, size_gib: float, shards: int) -> None:
 def model_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
 
+
+def differing_files(model: Path, dest: Path) -> list[str]:
+    """The model's files that `dest` lacks or holds with other bytes, compared byte for byte."""
+    return [
+        path.name
+        for path in sorted(model.iterdir())
+        if path.is_file()
+        and not path.name.startswith(".")
+        and not ((dest / path.name).is_file() and filecmp.cmp(path, dest / path.name, shallow=False))
+    ]
+
+
+# The rows that download the model into `dest`, each checked against the source after every run (the
+# ceilings are not downloaders: one discards, the other names its files by range).
+DOWNLOADERS = ("ours", "s5cmd", "awscli", "ours-fsync", "boto3-loop")
 
 SERVER_PID: list[int] = []  # set once s3rver runs, so each measurement can report the server's CPU too
 
@@ -534,11 +550,16 @@ def main() -> None:
             "ceiling-files": lambda: measure_ceiling(endpoint, entry_prefix, work, 16, 16 * MiB, True),
             "boto3-loop": lambda: measure_boto3_loop(endpoint, entry_prefix, dest, total),
         }
+        compared = 0
         for round_number in range(1, args.rounds + 1):
             print(f"round {round_number}/{args.rounds}:", flush=True)
             for name in round_order(list(measures), round_number):
                 settle(dest, args.settle_seconds)
                 runs.setdefault(name, []).append(show(measures[name]()))
+                if name in DOWNLOADERS:  # after the timed run: reading 2 GiB back is no tool's cost
+                    if wrong := differing_files(model, dest):
+                        raise RuntimeError(f"{name}: {', '.join(wrong)} not byte-identical to {model}")
+                    compared += 1
         medians = {name: median_run(values) for name, values in runs.items()}
         shutil.rmtree(dest, ignore_errors=True)
     finally:
@@ -553,7 +574,11 @@ def main() -> None:
         f"{total / GiB:.2f} GiB in {args.shards} shards; s3rver {S3RVER_VERSION} on 127.0.0.1; "
         f"{os.cpu_count()} CPUs; Python {platform.python_version()}; {platform.platform()}"
     )
-    report = header + "\n\n" + markdown(medians, runs, tuning, args.rounds)
+    identical = (
+        f"Every downloader's files ({', '.join(DOWNLOADERS)}) compared byte for byte with the source after "
+        f"each timed run: {compared} of {compared} runs identical."
+    )
+    report = header + "\n\n" + identical + "\n\n" + markdown(medians, runs, tuning, args.rounds)
     print("\n" + report)
     (work / "report.md").write_text(report + "\n")
     (work / "results.json").write_text(
