@@ -78,13 +78,15 @@ FREE_SPACE_MARGIN = 64 * MiB
 # (142 against 123 MiB/s, 1.89 against 2.03 CPU s/GiB). Writing through the page cache, 256 KiB, 1 and
 # 2 MiB were all within the noise of 4 MiB (docs/benchmarks.md).
 _PIECE = 4 * 1024 * 1024
-# Bytes per write into the page cache. A 4 MiB write makes the kernel allocate large folios, and on the
-# benchmark VM each 4 KiB of those costs a host page fault (memory the balloon handed back): 2.5-2.9 s of
-# system time per GiB against 0.7-0.8 s in 64 KiB writes (docs/benchmarks.md). On a node whose memory
-# is its own the two cost the same, ~0.5 s/GiB. 256 KiB, with 1 MiB socket reads: fewer trips through
-# the interpreter (user CPU 0.49-0.54 against 0.60 s/GiB) for ~0.2 s/GiB more system time here, and
-# ahead of 64 KiB with 256 KiB reads in three A/Bs (546 vs 521, 502 vs 455, 502 vs 450 MiB/s).
-_PAGE_CACHE_WRITE = 256 * 1024
+# Bytes per write into the page cache. The kernel sizes a file's page-cache folios by the write, and
+# 32 KiB (order 3) is the largest size it serves from its per-CPU free lists; larger folios come from the
+# buddy allocator's big blocks, likely the ones this benchmark VM's balloon has handed back to the host
+# (a host page fault per 4 KiB touched). Pulls in 32 KiB writes took 1.04-1.37 client CPU s/GiB against
+# 1.52-1.93 in 256 KiB and 1.82-1.88 in 64 KiB writes, whichever ran first (s5cmd writes 32 KiB too);
+# `benchmarks/page_cache_writes.py` shows it without the network (docs/benchmarks.md). On a node whose
+# memory is its own the sizes cost about the same in the kernel; 32 KiB adds ~0.1 s/GiB of interpreter
+# time for its extra calls.
+_PAGE_CACHE_WRITE = 32 * 1024
 # Bytes per socket read on the event loop (range_gets.py); see above.
 _LOOP_PIECE = 1024 * 1024
 _PRESIGN_SECONDS = 3600
