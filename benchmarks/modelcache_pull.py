@@ -4,7 +4,8 @@
 
 Starts s3rver (npm s3rver@3.7.1, installed into benchmarks/.node on first use), generates a model of
 --size-gib in --shards safetensors-like files, pushes it with `cache push --from`, then measures, each
-into a fresh directory:
+into a fresh directory, each against a new s3rver process (same stored objects, warmed; unless
+--shared-server):
 - ceiling: many parallel plain HTTP range GETs (http.client, presigned URLs, no S3 client) of the same
   objects into a discarding buffer: what the server and loopback can deliver at all;
 - ours: `python -m infra.modelcache pull` with the tool's defaults (several settings when --tune);
@@ -107,8 +108,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_s3rver(directory: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+def start_s3rver(directory: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    port = port or free_port()
     directory.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [str(ensure_s3rver()), "--directory", str(directory), "--port", str(port), "--address", "127.0.0.1",
@@ -207,8 +208,9 @@ def fresh(path: Path) -> Path:
 def round_order(names: list[str], round_number: int) -> list[str]:
     """The tools in the order round `round_number` runs them: ours and s5cmd first, swapped in every
     even round, so each leads as often as the other over an even number of rounds. Which of the two
-    leads moved the ratio by 10-20% in some runs on this VM (the server's heap and the guest's free
-    memory are as the previous tool left them), so a fixed order would favour one of the pair."""
+    leads moved the ratio by 10-20% in runs on one shared s3rver (--shared-server: its heap is as the
+    previous tool left it), so a fixed order would favour one of the pair; the guest's free memory
+    still is as the previous tool left it."""
     pair = ["ours", "s5cmd"] if round_number % 2 else ["s5cmd", "ours"]
     return pair + [name for name in names if name not in pair]
 
@@ -220,6 +222,35 @@ def settle(dest: Path, seconds: float) -> None:
     pause, whichever tool runs right after a page-cache writer gets the cheap memory."""
     fresh(dest)
     time.sleep(seconds)
+
+
+def stop_s3rver(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def restart_s3rver(
+    server: subprocess.Popen, directory: Path, endpoint: str, entry_prefix: str, warm_key: str
+) -> subprocess.Popen:
+    """A new s3rver on the same port and stored objects, so the next tool meets the same server whatever
+    ran before it (not the heap and garbage another tool left). Warmed, untimed, by what the tools ask:
+    a listing of the entry (s5cmd and awscli list first), a HEAD and a 64 MiB ranged GET."""
+    import boto3
+
+    stop_s3rver(server)
+    server, _ = start_s3rver(directory, urlsplit(endpoint).port)
+    SERVER_PID[0] = server.pid
+    client = boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
+    client.list_objects_v2(Bucket=BUCKET, Prefix=entry_prefix)
+    client.head_object(Bucket=BUCKET, Key=warm_key)
+    body = client.get_object(Bucket=BUCKET, Key=warm_key, Range=f"bytes=0-{64 * MiB - 1}")["Body"]
+    while body.read(MiB):
+        pass
+    return server
 
 
 def entry_keys(endpoint: str, entry_prefix: str) -> list[tuple[str, int]]:
@@ -492,6 +523,11 @@ def main() -> None:
         "--settle-seconds", type=float, default=6.0,
         help="pause after deleting the previous tool's files, so every tool starts from the same memory",
     )  # fmt: skip
+    parser.add_argument(
+        "--shared-server", action="store_true",
+        help="one s3rver for the whole run, as before the eighth pass, instead of a new one (same objects, "
+        "warmed) before every timed run; each tool then meets the server's heap as the tool before it left it",
+    )  # fmt: skip
     args = parser.parse_args()
 
     work = args.work_dir.resolve()
@@ -551,9 +587,12 @@ def main() -> None:
             "boto3-loop": lambda: measure_boto3_loop(endpoint, entry_prefix, dest, total),
         }
         compared = 0
+        largest_key = max(entry_keys(endpoint, entry_prefix), key=lambda pair: pair[1])[0]
         for round_number in range(1, args.rounds + 1):
             print(f"round {round_number}/{args.rounds}:", flush=True)
             for name in round_order(list(measures), round_number):
+                if not args.shared_server:
+                    server = restart_s3rver(server, server_dir, endpoint, entry_prefix, largest_key)
                 settle(dest, args.settle_seconds)
                 runs.setdefault(name, []).append(show(measures[name]()))
                 if name in DOWNLOADERS:  # after the timed run: reading 2 GiB back is no tool's cost
@@ -563,11 +602,7 @@ def main() -> None:
         medians = {name: median_run(values) for name, values in runs.items()}
         shutil.rmtree(dest, ignore_errors=True)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_s3rver(server)
         shutil.rmtree(server_dir, ignore_errors=True)
 
     header = (
@@ -577,6 +612,11 @@ def main() -> None:
     identical = (
         f"Every downloader's files ({', '.join(DOWNLOADERS)}) compared byte for byte with the source after "
         f"each timed run: {compared} of {compared} runs identical."
+    )
+    header += (
+        "; one s3rver for the whole run (--shared-server)"
+        if args.shared_server
+        else "; a new s3rver (same objects, warmed by a list, a HEAD and a 64 MiB GET) before every timed run"
     )
     report = header + "\n\n" + identical + "\n\n" + markdown(medians, runs, tuning, args.rounds)
     print("\n" + report)
