@@ -3,9 +3,9 @@
 Errors a user can fix are raised as UserError and printed by the caller's main() as one line, exit 2.
 `push`, `verify`, `ls` and `compile-cache` import their modules (huggingface_hub, s3transfer, tarfile)
 when they run: `pull` starts every serving pod, and those imports would add ~0.5 CPU s to it for nothing.
+No `from __future__ import annotations` here: typer would then evaluate every option's string annotation
+twice per command on every run, 16 ms of a pull's start-up against 5 (docs/benchmarks.md, ninth pass).
 """
-
-from __future__ import annotations
 
 import gc
 import sys

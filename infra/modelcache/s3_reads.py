@@ -18,6 +18,7 @@ import http.client
 import os
 import re
 import ssl
+import sys
 import threading
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -193,6 +194,13 @@ def get_small_object(url: str, timeout_s: float) -> bytes | None:
 def proxied(url: str) -> bool:
     """Whether the environment sends `url` through an HTTP proxy (botocore's only source of proxies
     here: the clients' Config sets none)."""
+    # On Linux urllib's proxies are the `*_proxy` variables and nothing else (`no_proxy` only exempts
+    # hosts): without one, skip importing urllib.request, 6 ms of every pull's start-up.
+    if sys.platform == "linux" and not any(
+        name.lower().endswith("_proxy") and name.lower() != "no_proxy" and value
+        for name, value in os.environ.items()
+    ):
+        return False
     from urllib.request import getproxies, proxy_bypass
 
     parts = urllib.parse.urlsplit(url)

@@ -26,7 +26,7 @@ from botocore.config import Config
 
 from infra.modelcache.layout import parse_s3_uri
 from infra.modelcache.pull import pull, read_entry, resolve_entry
-from infra.modelcache.s3_reads import CrtPresigner, FastPath, PullReads, fast_path
+from infra.modelcache.s3_reads import CrtPresigner, FastPath, PullReads, fast_path, proxied
 from infra.modelcache.transfer import TransferSettings, make_s3_client
 from tests.modelcache.conftest import tree_digest
 
@@ -242,6 +242,34 @@ def test_no_credentials_at_all_leaves_it_to_botocore(monkeypatch: pytest.MonkeyP
     made: list[bool] = []
     reads = PullReads.for_bucket(lambda: made.append(True), None, "cache", timeout_s=5)
     assert reads.presigner is None and not made
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"NO_PROXY": "*"},
+        {"no_proxy": "example.com"},
+        {"HTTPS_PROXY": "http://proxy:3128"},
+        {"https_proxy": "http://proxy:3128", "no_proxy": "bucket.s3.us-east-1.amazonaws.com"},
+        {"http_proxy": "http://proxy:3128"},
+        {"HTTPS_PROXY": ""},
+        {"ALL_PROXY": "socks5://proxy:1080"},
+    ],
+)
+@pytest.mark.parametrize("url", ["https://bucket.s3.us-east-1.amazonaws.com/k", "http://127.0.0.1:9000/b/k"])
+def test_proxied_answers_as_urllib_does(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], url: str
+) -> None:
+    """`proxied` skips importing urllib.request when no proxy variable is set; its answer must not change."""
+    from urllib.request import getproxies, proxy_bypass
+
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    _set_env(monkeypatch, env)
+    parts = urllib.parse.urlsplit(url)
+    assert proxied(url) == (parts.scheme in getproxies() and not proxy_bypass(parts.hostname or ""))
 
 
 def _loopback_presigner(monkeypatch: pytest.MonkeyPatch) -> CrtPresigner:
