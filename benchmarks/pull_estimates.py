@@ -8,8 +8,9 @@ reach S3_NETWORK_EFFICIENCY of it, and prints a Markdown table:
 
 - link: the checkpoint over the instance's share of the network, the bound for any downloader;
 - ours: the slowest of link, CPU (all vCPUs at --cpu-s-per-gib), the event loops (--serial-s-per-gib:
-  the CPU time of a pull's one loop thread per GiB, divided over the default worker processes), and the
-  connections (default concurrency x ~90 MB/s per S3 connection, AWS's published per-connection figure);
+  the CPU time of a pull's one loop thread per GiB, divided over the worker processes), and the
+  connections (x ~90 MB/s per S3 connection, AWS's published per-connection figure), with the
+  connections and processes the serving pod passes for that instance (infra/sizing/model_pull.py);
 - runai_streamer: one pass over the link (no hash, no local copy), and with TP ranks each reading every
   file, as vLLM's default loader does, TP passes. Its CPU per GiB is not measured here (no GPU).
 The inputs are measured in benchmarks/modelcache_pull.py; the outputs are estimates, not measurements.
@@ -23,15 +24,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infra.modelcache.transfer import default_concurrency, default_processes
-from infra.sizing import vllm_constants as vc
 from infra.sizing.gpus import load_catalog
+from infra.sizing.model_pull import S3_BYTES_PER_S_PER_CONNECTION, link_share_bytes_per_s, pull_settings
 from infra.sizing.models import load_model
 from infra.sizing.plan import Constraints, Workload
 from infra.sizing.planner import plan_serving
 
 GiB = 1024**3
-S3_BYTES_PER_S_PER_CONNECTION = 90e6
 MODELS = (
     "meta-llama/Llama-3.1-8B-Instruct",
     "meta-llama/Llama-3.1-70B-Instruct",
@@ -60,13 +59,13 @@ def main() -> None:
         instance = instances[plan.instance_type]
         size = plan.weights_total_bytes
         gib = size / GiB
-        link = size / (instance.network_gbps * 1e9 / 8 * vc.S3_NETWORK_EFFICIENCY)
-        concurrency = default_concurrency(instance.vcpus)
+        link = size / link_share_bytes_per_s(instance.network_gbps)
+        pull = pull_settings(instance.network_gbps, instance.vcpus)
         bounds = {
             "link": link,
             "CPU": gib * args.cpu_s_per_gib / instance.vcpus,
-            "event loops": gib * args.serial_s_per_gib / default_processes(instance.vcpus),
-            "connections": size / (concurrency * S3_BYTES_PER_S_PER_CONNECTION),
+            "event loops": gib * args.serial_s_per_gib / pull.processes,
+            "connections": size / (pull.connections * S3_BYTES_PER_S_PER_CONNECTION),
         }
         bound = max(bounds, key=lambda k: bounds[k])
         tp = plan.tensor_parallel_size

@@ -34,8 +34,9 @@ from infra.observability.dashboards import CapacityPlan
 from infra.observability.manifests import Autoscaling, PoolShape, ScaleTarget
 from infra.sizing.adapters import AdapterRef, lora_slots
 from infra.sizing.gpus import load_catalog
+from infra.sizing.model_pull import PullSettings, pull_settings
 from infra.sizing.models import gated_without_token, load_model
-from infra.sizing.plan import Constraints, ServingPlan, Workload
+from infra.sizing.plan import Constraints, ServingPlan, Workload, replicas_per_node
 from infra.sizing.planner import plan_serving
 from infra.vllm.args import serve_args
 
@@ -272,9 +273,22 @@ def revision_cache(settings: StackSettings, revision: Revision, plan: ServingPla
             load_time_fp8=load_time_fp8(revision),
             region=settings.region,
             adapters=[(a.name, a.source, a.revision) for a in revision.lora_adapters],
+            pull=revision_pull(revision, plan),
         )
     except ValueError as error:
         raise UserError(str(error), key=revision.key("modelRevision")) from None
+
+
+def revision_pull(revision: Revision, plan: ServingPlan) -> PullSettings:
+    """The serving pods' pull, sized for the planned instance's link, shared by the pods a node holds."""
+    instance = load_catalog().by_name(plan.instance_type)
+    pods = replicas_per_node(
+        gpus_per_node=plan.gpu.count,
+        gpus_per_replica=plan.gpus_per_replica,
+        nodes_per_replica=plan.nodes_per_replica,
+        spread=spread(revision),
+    )
+    return pull_settings(instance.network_gbps, instance.vcpus, pods_per_node=pods)
 
 
 def cluster_args(settings: StackSettings, plans: Mapping[str, ServingPlan] | None = None) -> ClusterArgs:

@@ -150,6 +150,25 @@ def test_cpu_offload_is_planned_per_revision_and_reaches_the_arguments() -> None
     )
 
 
+def test_the_serving_pull_is_sized_for_the_planned_node_and_its_pods() -> None:
+    """The init container's pull follows the planned instance's link, shared by the pods a node holds:
+    packed replicas split it, spread ones (replicas.min >= 2) have it to themselves."""
+    from infra.sizing.gpus import load_catalog
+    from infra.sizing.model_pull import pull_settings
+    from infra.sizing.plan import GpuShare
+
+    big = load_catalog().by_name("p4d.24xlarge")  # 8 GPUs, 400 Gb/s
+    packed = settings_from_values({"replicas": {"min": 1, "max": 8}}, stack="t")
+    spread = settings_from_values({"replicas": {"min": 2, "max": 8}}, stack="t")
+    plan = make_plan(instance_type=big.name, gpu=GpuShare(name="A100", memory_gib=40, count=8))
+    assert program.revision_cache(packed, packed.revisions[0], plan).pull == pull_settings(
+        big.network_gbps, big.vcpus, pods_per_node=8
+    )
+    alone = program.revision_cache(spread, spread.revisions[0], plan).pull
+    assert alone is not None and alone == pull_settings(big.network_gbps, big.vcpus)
+    assert alone.connections == 256
+
+
 def test_a_revisions_cache_follows_the_settings_and_the_plan() -> None:
     from infra.kubernetes.model_cache import LoadMode
 

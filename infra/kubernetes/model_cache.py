@@ -262,9 +262,11 @@ class ServingCacheArgs:
     host_path: str = "/mnt/model-cache"  # with VolumeKind.HOST_PATH
     mount_path: str = "/models"
     region: str | None = None
-    # None: the cache tool's own defaults, tuned per CPU count on the benchmark (docs/benchmarks.md)
+    # None: the cache tool's own defaults, tuned per CPU count on the benchmark (docs/benchmarks.md); the
+    # program sizes them for the node's link (infra/sizing/model_pull.py)
     pull_concurrency: int | None = None
     pull_chunk_size_mib: int | None = None
+    pull_processes: int | None = None
     runai_concurrency: int = 16  # Run:ai streamer's parallel S3 reads per file
     compile_cache: CompileCacheShape | None = None
     init_resources: Resources = Resources(cpu="2", memory="2Gi")
@@ -327,6 +329,8 @@ def _pull_args(args: ServingCacheArgs, cache: ModelCacheRef) -> list[str]:
         tool_args += ["--concurrency", str(args.pull_concurrency)]
     if args.pull_chunk_size_mib is not None:
         tool_args += ["--chunk-size-mib", str(args.pull_chunk_size_mib)]
+    if args.pull_processes is not None:
+        tool_args += ["--processes", str(args.pull_processes)]
     if args.volume is VolumeKind.EMPTY_DIR:
         # An emptyDir dies with the pod, so a node crash cannot leave a torn file for a later pull to
         # trust; fsync would only wait for the disk.

@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from infra.kubernetes.model_cache import (
     CachedAdapter,
@@ -32,6 +33,7 @@ from infra.kubernetes.model_cache import (
     serving_pod_patch,
 )
 from infra.modelcache.s3_source import cache_model_id
+from infra.sizing.model_pull import PullSettings
 from infra.sizing.plan import ServingPlan
 
 GIB = 1024**3
@@ -172,6 +174,7 @@ class RevisionCache:
     compile_cache: bool = True
     region: str | None = None
     adapters: tuple[AdapterCache, ...] = ()
+    pull: PullSettings | None = None  # the serving pods' pull, sized for the node; None: the tool's defaults
 
     def __post_init__(self) -> None:
         if self.checkpoint_bytes <= 0 or self.tensor_parallel_size < 1:
@@ -189,6 +192,7 @@ class RevisionCache:
         load_time_fp8: bool,
         region: str | None,
         adapters: Sequence[tuple[str, str, str]] = (),
+        pull: PullSettings | None = None,
     ) -> RevisionCache:
         """The cache a plan needs: its model's size on disk, its compile-cache shape (TP, GPU type), and
         its LoRA adapters as (name, Hub id or s3:// folder, revision), each sized by the plan's bound for
@@ -209,6 +213,7 @@ class RevisionCache:
                 AdapterCache.from_source(name, source, rev, adapter_bytes, region)
                 for name, source, rev in adapters
             ),
+            pull=pull,
         )
 
     def ref(self, bucket: str) -> ModelCacheRef:
@@ -285,5 +290,18 @@ def revision_cache_patch(
             region=cache.region,
             compile_cache=compile_cache,
             adapters=tuple(CachedAdapter(a.name, a.ref(bucket)) for a in cache.adapters),
+            **_pull_flags(cache.pull),
         )
     )
+
+
+def _pull_flags(pull: PullSettings | None) -> dict[str, Any]:
+    """ServingCacheArgs' pull fields for a sized pull: the tool's flags and room in the init container."""
+    if pull is None:
+        return {}
+    return {
+        "pull_concurrency": pull.connections,
+        "pull_processes": pull.processes,
+        "pull_chunk_size_mib": pull.range_mib,
+        "init_resources": Resources(cpu="2", memory=f"{pull.memory_gib}Gi"),
+    }

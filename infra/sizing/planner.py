@@ -25,6 +25,7 @@ from infra.sizing.gpus import (
     custom_gpu,
     load_catalog,
 )
+from infra.sizing.model_pull import pull_bytes_per_s
 from infra.sizing.models import ModelArchitecture
 from infra.sizing.plan import (
     GIB,
@@ -462,10 +463,10 @@ def estimated_load_s(candidate: Candidate) -> float:
 
 
 def estimated_cold_start_s(model: ModelArchitecture, candidate: Candidate) -> float:
-    """Pull the checkpoint over the node's link, then load and start (estimated_load_s)."""
+    """Pull the checkpoint over the node's link (as fast as the pull's connections carry), then load and
+    start (estimated_load_s)."""
     total_weights = mem.weight_bytes_per_gpu(model, candidate.precision, 1, 1) / candidate.pp
-    link_bytes_per_s = candidate.instance.network_gbps * 1e9 / 8 * vc.S3_NETWORK_EFFICIENCY
-    download = total_weights / link_bytes_per_s
+    download = total_weights / pull_bytes_per_s(candidate.instance.network_gbps)
     return round(download + estimated_load_s(candidate), 1)
 
 

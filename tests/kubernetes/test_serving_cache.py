@@ -11,7 +11,9 @@ import pytest
 from infra.kubernetes import serving_cache
 from infra.kubernetes.model_cache import LoadMode, SecretKeyRef
 from infra.kubernetes.serving_cache import GIB
+from infra.modelcache.transfer import MiB, TransferSettings
 from infra.sizing.gpus import load_catalog
+from infra.sizing.model_pull import pull_settings
 from infra.versions import KUBERNETES_VERSIONS
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -141,6 +143,34 @@ def test_a_revisions_cache_patch_reads_as_the_reader_and_sizes_the_disk_from_the
     # the compile cache is restored; serving pods never upload what other pods would execute
     assert [c["name"] for c in patch.init_containers] == ["model-pull", "compile-cache-restore"]
     assert not any(e["name"].startswith("MODELCACHE_COMPILE_CACHE") for e in patch.env)
+
+
+@pytest.mark.parametrize(("network_gbps", "vcpus"), [(20, 4), (100, 48), (800, 96)])
+def test_a_sized_pull_passes_its_flags_and_the_cli_takes_them(network_gbps: float, vcpus: int) -> None:
+    """The init container's flags are the sizing's, parse with the real `cache pull`, and make settings it
+    accepts; its memory limit is the sizing's. Without sizing the tool keeps its own defaults."""
+    from tests.test_readme_commands import parse
+
+    sized = pull_settings(network_gbps, vcpus)
+    patch = serving_cache.revision_cache_patch(
+        _cache(pull=sized), bucket="b", image="i:1", reader_service_account="r"
+    )
+    pull = patch.init_containers[0]
+    assert pull["name"] == "model-pull"
+    params = parse(["cache", *pull["args"]]).params
+    settings = TransferSettings(
+        concurrency=params["concurrency"],
+        chunk_size=params["chunk_size_mib"] * MiB,
+        processes=params["processes"],
+    )  # refuses what the tool would
+    assert (settings.concurrency, settings.processes, settings.chunk_size) == (
+        sized.connections, sized.processes, sized.range_mib * MiB,
+    )  # fmt: skip
+    assert pull["resources"]["limits"]["memory"] == f"{sized.memory_gib}Gi"
+    default = serving_cache.revision_cache_patch(
+        _cache(), bucket="b", image="i:1", reader_service_account="r"
+    )
+    assert not {"--concurrency", "--processes", "--chunk-size-mib"} & set(default.init_containers[0]["args"])
 
 
 def test_a_streamed_revision_needs_a_pinned_commit() -> None:
