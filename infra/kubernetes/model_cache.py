@@ -97,6 +97,10 @@ class Resources:
         return {"requests": requests, "limits": {"memory": self.memory}}
 
 
+# What a cache-tool init container requests at the tool's defaults; a sized pull asks for more memory.
+INIT_RESOURCES = Resources(cpu="2", memory="2Gi")
+
+
 def container_security_context() -> Manifest:
     """Non-root, no capabilities, RuntimeDefault seccomp, read-only root: every container this program runs."""
     return {
@@ -269,7 +273,7 @@ class ServingCacheArgs:
     pull_processes: int | None = None
     runai_concurrency: int = 16  # Run:ai streamer's parallel S3 reads per file
     compile_cache: CompileCacheShape | None = None
-    init_resources: Resources = Resources(cpu="2", memory="2Gi")
+    init_resources: Resources = INIT_RESOURCES
     adapters: tuple[CachedAdapter, ...] = ()  # always pulled onto the volume, whatever the mode
 
     def __post_init__(self) -> None:

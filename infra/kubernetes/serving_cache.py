@@ -14,10 +14,11 @@ import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from infra.kubernetes.model_cache import (
+    INIT_RESOURCES,
     CachedAdapter,
     CompileCacheShape,
     FillJobArgs,
@@ -303,5 +304,5 @@ def _pull_flags(pull: PullSettings | None) -> dict[str, Any]:
         "pull_concurrency": pull.connections,
         "pull_processes": pull.processes,
         "pull_chunk_size_mib": pull.range_mib,
-        "init_resources": Resources(cpu="2", memory=f"{pull.memory_gib}Gi"),
+        "init_resources": replace(INIT_RESOURCES, memory=f"{pull.memory_gib}Gi"),
     }

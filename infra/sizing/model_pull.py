@@ -27,8 +27,9 @@ MAX_CONNECTIONS = 256  # `cache pull --concurrency` accepts at most this
 CONNECTIONS_PER_PROCESS = 8
 MAX_PROCESSES = 64  # `cache pull --processes` accepts at most this
 DEFAULT_RANGE_MIB = 32
-# Above 64 connections ranges double: a connection then asks ~1.3 GETs/s instead of ~2.7, so ten pods of
-# 256 connections scaling out together stay under S3's 5,500 GETs/s per prefix (a cache entry is one).
+# Above this many connections ranges double: a connection then asks ~1.3 GETs/s instead of ~2.7, so ten
+# pods of 256 connections scaling out together stay under S3's 5,500 GETs/s per prefix (an entry is one).
+LARGE_RANGES_ABOVE_CONNECTIONS = 64
 LARGE_RANGE_MIB = 64
 # Init container memory, rounded up to GiB: a base for the tool and the page cache it dirties, plus each
 # forked worker's own pages (3.0-3.4 MB private each, smaps_rollup of 4 workers mid-pull) and each socket's
@@ -47,11 +48,6 @@ class PullSettings:
     connections: int
     processes: int
     range_mib: int
-
-    @property
-    def bytes_per_s(self) -> float:
-        """What the connections can carry from S3, whatever the link."""
-        return self.connections * S3_BYTES_PER_S_PER_CONNECTION
 
     @property
     def memory_gib(self) -> int:
@@ -85,7 +81,7 @@ def pull_settings(network_gbps: float, vcpus: int, pods_per_node: int = 1) -> Pu
     connections = pull_connections(network_gbps, pods_per_node)
     pod_vcpus = max(1, vcpus // pods_per_node)
     processes = min(MAX_PROCESSES, max(1, pod_vcpus // 2), math.ceil(connections / CONNECTIONS_PER_PROCESS))
-    range_mib = LARGE_RANGE_MIB if connections > 64 else DEFAULT_RANGE_MIB
+    range_mib = LARGE_RANGE_MIB if connections > LARGE_RANGES_ABOVE_CONNECTIONS else DEFAULT_RANGE_MIB
     return PullSettings(connections=connections, processes=processes, range_mib=range_mib)
 
 
